@@ -1,0 +1,61 @@
+//! The `haul` command. Parses arguments into validated objects, runs the
+//! command, and maps errors to a message, a hint and an exit code:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done |
+//! | 1 | failed: nothing was committed (see the message) |
+//! | 2 | bad usage (unknown flag, missing argument) |
+//! | 3 | the data is damaged: `verify` found problems, or a restore skipped damaged objects |
+
+mod args;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::args::Cli;
+
+/// Exit code for damaged data (see the crate doc).
+const EXIT_DAMAGED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.global.verbose {
+        0 => "warn",
+        1 => "info,haul=info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("HAUL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_target(false)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(commands::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(commands::Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
+        Err(e) => {
+            eprintln!("error: {}", e.chain());
+            if let Some(h) = e.hint() {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(if e.is_damage() { EXIT_DAMAGED } else { 1 })
+        }
+    }
+}

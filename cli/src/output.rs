@@ -1,0 +1,116 @@
+//! What the operator sees: progress on stderr, results on stdout (text or JSON).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use haul_mover::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+/// Human size: 1.5 GiB.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints a result: JSON on stdout, or the text the closure writes.
+pub fn emit<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) {
+    let mut out = std::io::stdout().lock();
+    let r = if json {
+        serde_json::to_writer_pretty(&mut out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|_| writeln!(out))
+    } else {
+        text(&mut out)
+    };
+    // A closed pipe (haul ... | head) is not an error worth a message.
+    let _ = r;
+}
+
+/// Draws the engine's progress counters while a command runs.
+#[derive(Debug)]
+pub struct ProgressView {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressView {
+    /// Starts drawing if stderr is a terminal and progress is wanted.
+    pub fn start(progress: Arc<Progress>, enabled: bool) -> Self {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Self {
+                stop: None,
+                task: None,
+            };
+        }
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let mut phase = String::new();
+            loop {
+                let p = progress.phase();
+                let total_bytes = progress.total_bytes.load(Ordering::Relaxed);
+                let total_objects = progress.total_objects.load(Ordering::Relaxed);
+                if p != phase {
+                    phase = p.clone();
+                    bar.reset();
+                    let style = if total_bytes > 0 {
+                        bar.set_length(total_bytes);
+                        "{spinner} {prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"
+                    } else {
+                        bar.unset_length();
+                        "{spinner} {prefix:>8} {bytes} {bytes_per_sec} {elapsed} {msg}"
+                    };
+                    bar.set_style(
+                        ProgressStyle::with_template(style)
+                            .expect("valid template")
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(phase.clone());
+                }
+                bar.set_position(progress.bytes.load(Ordering::Relaxed));
+                let done = progress.objects.load(Ordering::Relaxed);
+                bar.set_message(if total_objects > 0 {
+                    format!("{done}/{total_objects} objects")
+                } else {
+                    format!("{done} objects")
+                });
+                tokio::select! {
+                    _ = &mut rx => break,
+                    _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+                }
+            }
+            bar.finish_and_clear();
+        });
+        Self {
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops drawing and clears the bar.
+    pub async fn finish(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}

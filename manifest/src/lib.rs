@@ -1,0 +1,88 @@
+//! haul's repository format, version 1: the types that are written to a
+//! repository, and the pure functions that produce and check them.
+//!
+//! This crate does no I/O and knows nothing of tokio or object stores: the
+//! engine (`haul-mover`) fetches and stores bytes; this crate says what those
+//! bytes mean. Everything here can be property-tested in memory.
+//!
+//! ```text
+//!   haul-mover ──bytes──▶ chunk::encode / decode ──▶ ChunkId (blake3 of plaintext)
+//!              ──entries─▶ segment::SegmentWriter ──▶ segment chunks ──▶ Snapshot (root)
+//!              ──listing─▶ diff::merge_join(listing, parent entries) ──▶ plan
+//! ```
+//!
+//! # Repository format v1
+//!
+//! A repository is a prefix in an object store (`s3://bucket/prefix`,
+//! `file:///path`, ...). Every path below is relative to that prefix.
+//!
+//! | path | what it holds |
+//! |---|---|
+//! | `haul-repo.json` | [`RepoConfig`]: format version, repository id, chunker and codec settings. Written once by `haul init`. |
+//! | `chunks/<2 hex>/<64 hex>` | one chunk: the blake3 of its plaintext names it. Immutable; written only if absent; verified on every read. See [`chunk`]. |
+//! | `snapshots/<id>.json` | [`Snapshot`], the root of one backup. Written last: a snapshot exists only when everything it names exists. |
+//! | `runs/<time>-<kind>-<id>.json` | [`RunRecord`]: the timing of one backup or restore, used to predict downtime. |
+//! | `targets/<hash>.json` | [`TargetState`]: what haul last wrote into a restore target, so the next restore can skip what is already there. |
+//!
+//! **Chunks.** A chunk blob is a 14-byte header followed by the payload:
+//! magic `HLCK`, format byte `1`, codec byte (`0` raw, `1` zstd), and the
+//! plaintext length as a little-endian u64. Payloads are compressed with zstd
+//! unless a sample shows the data does not compress (already compressed or
+//! encrypted data, such as Pachyderm's chunks, is stored raw).
+//!
+//! **Objects.** An object is cut into fixed-size chunks of
+//! [`RepoConfig::object_chunk_size`] bytes (a power of two), so that chunk `i`
+//! is exactly the byte range a ranged GET or a multipart part covers. Its
+//! [`ObjectEntry::hash`] is the plain blake3 of the whole object, computed
+//! from the chunks' BLAKE3 subtree chaining values (see [`tree`]) so chunks can
+//! be hashed in parallel and out of order.
+//!
+//! **Database dumps** are cut with content-defined chunking (FastCDC with
+//! [`RepoConfig::cdc`]), so that a small change in a database changes few
+//! chunks of the next dump.
+//!
+//! **Manifests.** A snapshot's object listing is a sequence of *segments*:
+//! chunks whose plaintext is JSON lines of [`ObjectEntry`], sorted by key
+//! (byte order, as S3 lists). Segment boundaries are cut where the blake3 of
+//! a key meets a condition (see [`segment`]), so an unchanged key range
+//! produces byte-identical segments and costs nothing in the next snapshot.
+//!
+//! Compatibility: readers refuse a `haul-repo.json` or snapshot whose
+//! `version` is newer than [`FORMAT_VERSION`].
+
+pub mod chunk;
+pub mod diff;
+mod error;
+mod id;
+mod model;
+pub mod segment;
+pub mod tree;
+
+pub use error::FormatError;
+pub use id::{ChunkId, RepoId, SnapshotId};
+pub use model::{
+    BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, ObjectEntry, Phase, RepoConfig,
+    RunRecord, SegmentRef, Snapshot, TargetState,
+};
+
+/// Path of the repository's configuration file, relative to the repository prefix.
+pub const REPO_CONFIG_PATH: &str = "haul-repo.json";
+/// Folder of chunks.
+pub const CHUNKS_DIR: &str = "chunks";
+/// Folder of snapshot roots.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+/// Folder of run records.
+pub const RUNS_DIR: &str = "runs";
+/// Folder of restore-target states.
+pub const TARGETS_DIR: &str = "targets";
+
+/// Path of a chunk relative to the repository prefix: `chunks/ab/abcdef…`.
+pub fn chunk_path(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("{CHUNKS_DIR}/{}/{hex}", &hex[..2])
+}
+
+/// Path of a snapshot root relative to the repository prefix.
+pub fn snapshot_path(id: &SnapshotId) -> String {
+    format!("{SNAPSHOTS_DIR}/{id}.json")
+}

@@ -1,0 +1,381 @@
+//! The JSON documents of a repository. Field names are part of format v1:
+//! add fields with `#[serde(default)]`; never rename or repurpose one.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ChunkId, FormatError, RepoId, SnapshotId, tree};
+
+/// The repository format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `haul-repo.json`: written once by `haul init`, read by every command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Always `"haul"`: tells a person what this file is.
+    pub format: String,
+    pub version: u32,
+    pub id: RepoId,
+    pub created: DateTime<Utc>,
+    /// Size of the fixed chunks objects are cut into: a power of two, ≥ 1 KiB.
+    pub object_chunk_size: u64,
+    /// Content-defined chunking of database dumps.
+    pub cdc: CdcParams,
+    /// zstd level for chunks that compress.
+    pub zstd_level: i32,
+    /// Average number of entries per manifest segment (a power of two).
+    pub segment_entries: u32,
+}
+
+/// FastCDC sizes, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdcParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl RepoConfig {
+    /// Default object chunk size: 8 MiB, Pachyderm's average chunk, and above
+    /// S3's 5 MiB minimum multipart part so a chunk can be a part.
+    pub const DEFAULT_OBJECT_CHUNK_SIZE: u64 = 8 << 20;
+    /// Dump chunks average 1 MiB: fine enough that a 1% change in a database
+    /// touches a few percent of its dump, coarse enough to keep request counts low.
+    pub const DEFAULT_CDC: CdcParams = CdcParams {
+        min: 256 << 10,
+        avg: 1 << 20,
+        max: 4 << 20,
+    };
+    /// zstd level 3: zstd's default, ~300 MB/s per core on text-like dumps.
+    pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+    /// ~4096 entries (~200 KiB compressed) per segment.
+    pub const DEFAULT_SEGMENT_ENTRIES: u32 = 4096;
+
+    pub fn new(id: RepoId, created: DateTime<Utc>) -> Self {
+        Self {
+            format: "haul".into(),
+            version: FORMAT_VERSION,
+            id,
+            created,
+            object_chunk_size: Self::DEFAULT_OBJECT_CHUNK_SIZE,
+            cdc: Self::DEFAULT_CDC,
+            zstd_level: Self::DEFAULT_ZSTD_LEVEL,
+            segment_entries: Self::DEFAULT_SEGMENT_ENTRIES,
+        }
+    }
+
+    /// Parses and checks `haul-repo.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, FormatError> {
+        let c: Self = serde_json::from_slice(bytes).map_err(|source| FormatError::Json {
+            what: crate::REPO_CONFIG_PATH.into(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), FormatError> {
+        let invalid = |reason: String| FormatError::Invalid {
+            what: crate::REPO_CONFIG_PATH.into(),
+            reason,
+        };
+        if self.format != "haul" {
+            return Err(invalid(format!(
+                "format is {:?}, not \"haul\"",
+                self.format
+            )));
+        }
+        if self.version > FORMAT_VERSION {
+            return Err(FormatError::TooNew {
+                what: "this repository".into(),
+                found: self.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if !tree::valid_chunk_size(self.object_chunk_size) {
+            return Err(invalid(format!(
+                "object_chunk_size {} is not a power of two of at least 1024",
+                self.object_chunk_size
+            )));
+        }
+        let CdcParams { min, avg, max } = self.cdc;
+        if !(64 <= min && min <= avg && avg <= max) {
+            return Err(invalid(format!(
+                "cdc sizes must satisfy 64 <= min <= avg <= max, got {min}/{avg}/{max}"
+            )));
+        }
+        if !self.segment_entries.is_power_of_two() {
+            return Err(invalid(format!(
+                "segment_entries {} is not a power of two",
+                self.segment_entries
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One object of a snapshot: a line of a manifest segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Key relative to the source prefix.
+    pub key: String,
+    pub size: u64,
+    /// The source store's ETag, when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The source store's last-modified time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<DateTime<Utc>>,
+    /// blake3 of the whole object.
+    pub hash: ChunkId,
+    /// The object's chunks, in order. Left out when the object is a single
+    /// chunk, whose id is then `hash` (most objects: this keeps segments small).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkId>,
+}
+
+impl ObjectEntry {
+    /// Builds an entry, folding the single-chunk case.
+    pub fn new(
+        key: String,
+        size: u64,
+        etag: Option<String>,
+        modified: Option<DateTime<Utc>>,
+        hash: ChunkId,
+        chunks: Vec<ChunkId>,
+    ) -> Self {
+        let chunks = if chunks.len() == 1 && chunks[0] == hash {
+            Vec::new()
+        } else {
+            chunks
+        };
+        Self {
+            key,
+            size,
+            etag,
+            modified,
+            hash,
+            chunks,
+        }
+    }
+
+    /// The ids of the chunks that hold this object, in order.
+    pub fn chunk_ids(&self) -> &[ChunkId] {
+        if self.size == 0 {
+            &[]
+        } else if self.chunks.is_empty() {
+            std::slice::from_ref(&self.hash)
+        } else {
+            &self.chunks
+        }
+    }
+
+    /// Is the listed object (size, etag, modified) the one this entry recorded?
+    /// The ETag decides when both sides have one (S3 changes it on every
+    /// overwrite, even of the same size); otherwise the modification time does.
+    pub fn matches_listing(
+        &self,
+        size: u64,
+        etag: Option<&str>,
+        modified: Option<DateTime<Utc>>,
+    ) -> bool {
+        if self.size != size {
+            return false;
+        }
+        match (self.etag.as_deref(), etag) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.modified.is_some() && self.modified == modified,
+        }
+    }
+}
+
+/// A manifest segment named by a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    pub id: ChunkId,
+    pub first: String,
+    pub last: String,
+    pub entries: u64,
+    /// Sum of the sizes of the objects listed.
+    pub bytes: u64,
+}
+
+/// The object store part of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRecord {
+    /// The source URL, without credentials.
+    pub url: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub segments: Vec<SegmentRef>,
+}
+
+/// A database dump held by a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// The name the operator gave it (`pachyderm`, `dex`).
+    pub name: String,
+    /// The database's own name on the server.
+    pub database: String,
+    pub server_version: String,
+    /// e.g. `custom`.
+    pub format: String,
+    /// pg_dump options used, without connection settings.
+    #[serde(default)]
+    pub options: Vec<String>,
+    pub chunks: Vec<ChunkId>,
+    /// Length of the dump.
+    pub bytes: u64,
+    /// blake3 of the whole dump.
+    pub hash: ChunkId,
+    /// Row count per table (`schema.table`), taken in the dump's MVCC snapshot.
+    #[serde(default)]
+    pub tables: BTreeMap<String, u64>,
+}
+
+/// The timing of one phase of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    pub seconds: f64,
+    #[serde(default)]
+    pub objects: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// `snapshots/<id>.json`: the root of a backup. Written last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub id: SnapshotId,
+    pub time: DateTime<Utc>,
+    #[serde(default)]
+    pub parent: Option<SnapshotId>,
+    /// e.g. `haul 0.1.0`.
+    pub tool: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<BucketRecord>,
+    #[serde(default)]
+    pub databases: Vec<DatabaseRecord>,
+    /// Chunk holding the Helm values file, when one was given.
+    #[serde(default)]
+    pub helm_values: Option<ChunkId>,
+    #[serde(default)]
+    pub phases: Vec<Phase>,
+    /// Free-form labels (application version, cluster name, ...).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    pub fn from_json(bytes: &[u8], what: &str) -> Result<Self, FormatError> {
+        let s: Self = serde_json::from_slice(bytes).map_err(|source| FormatError::Json {
+            what: what.into(),
+            source,
+        })?;
+        if s.version > FORMAT_VERSION {
+            return Err(FormatError::TooNew {
+                what: what.into(),
+                found: s.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(s)
+    }
+
+    pub fn objects(&self) -> u64 {
+        self.bucket.as_ref().map_or(0, |b| b.objects)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bucket.as_ref().map_or(0, |b| b.bytes)
+    }
+}
+
+/// `runs/…json`: what one backup or restore did and how long each phase took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `backup` or `restore`.
+    pub kind: String,
+    pub snapshot: SnapshotId,
+    pub started: DateTime<Utc>,
+    pub seconds: f64,
+    pub phases: Vec<Phase>,
+    /// Counters, as the command's JSON output reports them.
+    #[serde(default)]
+    pub stats: BTreeMap<String, f64>,
+}
+
+/// `targets/<hash>.json`: the objects haul wrote to (or found identical in) a
+/// restore target, with the ETag the target gave them. The next restore to
+/// that target trusts an object whose size and ETag still match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetState {
+    pub url: String,
+    pub snapshot: SnapshotId,
+    pub time: DateTime<Utc>,
+    /// Segments of [`ObjectEntry`] whose `etag` is the *target's* ETag.
+    pub segments: Vec<SegmentRef>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str) -> ObjectEntry {
+        ObjectEntry::new(
+            key.into(),
+            5,
+            Some("e1".into()),
+            None,
+            ChunkId::of(b"hello"),
+            vec![ChunkId::of(b"hello")],
+        )
+    }
+
+    #[test]
+    fn single_chunk_entries_fold_their_chunk_list() {
+        let e = entry("a");
+        assert!(e.chunks.is_empty());
+        assert_eq!(e.chunk_ids(), &[ChunkId::of(b"hello")]);
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(!line.contains("chunks"), "{line}");
+        assert_eq!(serde_json::from_str::<ObjectEntry>(&line).unwrap(), e);
+        let empty = ObjectEntry::new("z".into(), 0, None, None, ChunkId::of(b""), vec![]);
+        assert!(empty.chunk_ids().is_empty());
+    }
+
+    #[test]
+    fn listing_match_prefers_etag() {
+        let e = entry("a");
+        assert!(e.matches_listing(5, Some("e1"), None));
+        assert!(
+            !e.matches_listing(5, Some("e2"), None),
+            "same size, new etag: overwritten"
+        );
+        assert!(!e.matches_listing(6, Some("e1"), None));
+        assert!(
+            !e.matches_listing(5, None, None),
+            "no way to tell: treat as changed"
+        );
+    }
+
+    #[test]
+    fn repo_config_round_trips_and_rejects_bad_values() {
+        let c = RepoConfig::new(RepoId::from_random([7; 16]), Utc::now());
+        let json = serde_json::to_vec(&c).unwrap();
+        assert_eq!(RepoConfig::from_json(&json).unwrap(), c);
+        let mut bad = c.clone();
+        bad.object_chunk_size = 3000;
+        assert!(bad.validate().is_err());
+        let mut newer = c.clone();
+        newer.version = FORMAT_VERSION + 1;
+        assert!(matches!(newer.validate(), Err(FormatError::TooNew { .. })));
+        assert!(RepoConfig::from_json(b"{\"format\":\"x\"}").is_err());
+    }
+}

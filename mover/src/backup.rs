@@ -1,0 +1,384 @@
+//! Backup of an object store into a repository.
+//!
+//! ```text
+//! source listing ─┐
+//!                 ├─ merge-join ─▶ unchanged: carry the parent's entry
+//! parent entries ─┘               new/changed: read ─▶ chunk+hash+compress (CPU pool) ─▶ store chunk if absent
+//!                                        │ (ordered window: entries come out in key order)
+//!                                        ▼
+//!                                 segment sink ─▶ segments ─▶ BucketRecord (the caller commits the root)
+//! ```
+//!
+//! An object whose listing (size, ETag, or mtime when there is no ETag)
+//! matches the parent snapshot's entry is neither read nor hashed.
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use haul_manifest::diff::Joined;
+use haul_manifest::{BucketRecord, ChunkId, ObjectEntry, chunk, tree};
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::listing::{self, Listed};
+use crate::{Location, MoverError, Repository, Result, merge};
+
+/// What a bucket backup did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupStats {
+    /// Objects and bytes in the snapshot.
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects read from the source (new or changed since the parent).
+    pub objects_read: u64,
+    pub bytes_read: u64,
+    pub objects_new: u64,
+    pub objects_changed: u64,
+    pub objects_unchanged: u64,
+    /// In the parent, gone from the source.
+    pub objects_removed: u64,
+    /// Listed, then gone before they could be read (deleted while live).
+    pub objects_vanished: u64,
+    pub chunks_uploaded: u64,
+    pub bytes_uploaded: u64,
+}
+
+/// The outcome of a bucket backup: the record for the snapshot root.
+#[derive(Debug, Clone)]
+pub struct BucketBackup {
+    pub record: BucketRecord,
+    pub stats: BackupStats,
+}
+
+/// What one object costs to back up.
+enum Work {
+    Keep(ObjectEntry),
+    Read { listed: Listed, changed: bool },
+}
+
+/// The plan of a backup: what would be read. Computed without reading data.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BackupPlan {
+    pub objects: u64,
+    pub bytes: u64,
+    pub objects_new: u64,
+    pub objects_changed: u64,
+    pub objects_unchanged: u64,
+    pub objects_removed: u64,
+    /// Bytes that must be read from the source.
+    pub bytes_to_read: u64,
+}
+
+/// Joins the source listing with the parent's entries.
+fn work<'a>(
+    repo: &'a Repository,
+    source: &Location,
+    parent: Option<&BucketRecord>,
+    removed: &'a std::sync::atomic::AtomicU64,
+) -> BoxStream<'a, Result<Work>> {
+    let parent_entries = match parent {
+        Some(p) => repo.entries(p.segments.clone()),
+        None => stream::empty().boxed(),
+    };
+    merge::join(listing::sorted(source), parent_entries)
+        .try_filter_map(move |j| {
+            let w = match j {
+                Joined::Left(listed) => Some(Work::Read {
+                    listed,
+                    changed: false,
+                }),
+                Joined::Right(_) => {
+                    removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    None
+                }
+                Joined::Both(listed, old) => {
+                    if old.matches_listing(
+                        listed.size,
+                        listed.etag.as_deref(),
+                        Some(listed.modified),
+                    ) {
+                        Some(Work::Keep(old))
+                    } else {
+                        Some(Work::Read {
+                            listed,
+                            changed: true,
+                        })
+                    }
+                }
+            };
+            futures::future::ready(Ok(w))
+        })
+        .boxed()
+}
+
+/// Computes what a backup would read, without reading object data.
+pub async fn plan(
+    repo: &Repository,
+    source: &Location,
+    parent: Option<&BucketRecord>,
+) -> Result<BackupPlan> {
+    listing::probe(source).await?;
+    let removed = std::sync::atomic::AtomicU64::new(0);
+    let mut plan = BackupPlan::default();
+    let mut s = work(repo, source, parent, &removed);
+    while let Some(w) = s.try_next().await? {
+        match w {
+            Work::Keep(e) => {
+                plan.objects_unchanged += 1;
+                plan.bytes += e.size;
+            }
+            Work::Read { listed, changed } => {
+                if changed {
+                    plan.objects_changed += 1
+                } else {
+                    plan.objects_new += 1
+                }
+                plan.bytes += listed.size;
+                plan.bytes_to_read += listed.size;
+            }
+        }
+        plan.objects += 1;
+    }
+    drop(s);
+    plan.objects_removed = removed.into_inner();
+    Ok(plan)
+}
+
+/// Backs up `source` into `repo`, incrementally against `parent`.
+pub async fn backup(
+    repo: &Repository,
+    source: &Location,
+    parent: Option<&BucketRecord>,
+) -> Result<BucketBackup> {
+    if source.url.overlaps(&repo.loc.url) {
+        return Err(MoverError::Overlap {
+            repo: repo.url(),
+            source_url: source.url.to_string(),
+        });
+    }
+    listing::probe(source).await?;
+    let progress = &repo.engine.progress;
+    progress.start("backup", parent.map_or(0, |p| p.objects), 0);
+
+    let removed = std::sync::atomic::AtomicU64::new(0);
+    let stats = std::sync::Mutex::new(BackupStats::default());
+    let add =
+        |f: &dyn Fn(&mut BackupStats)| f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
+
+    let mut entries = work(repo, source, parent, &removed)
+        .map_ok(|w| async {
+            match w {
+                Work::Keep(e) => {
+                    add(&|s| s.objects_unchanged += 1);
+                    progress.add(1, 0);
+                    Ok(Some(e))
+                }
+                Work::Read { listed, changed } => {
+                    let out = read_object(repo, source, listed).await?;
+                    match &out {
+                        Some((e, up)) => add(&|s| {
+                            if changed {
+                                s.objects_changed += 1
+                            } else {
+                                s.objects_new += 1
+                            }
+                            s.objects_read += 1;
+                            s.bytes_read += e.size;
+                            s.chunks_uploaded += up.chunks;
+                            s.bytes_uploaded += up.bytes;
+                        }),
+                        None => add(&|s| s.objects_vanished += 1),
+                    }
+                    if let Some((e, _)) = &out {
+                        progress.add(1, e.size);
+                    }
+                    Ok(out.map(|(e, _)| e))
+                }
+            }
+        })
+        .try_buffered(repo.engine.limits.window);
+
+    let mut sink = repo.segment_sink();
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    while let Some(e) = entries.try_next().await? {
+        let Some(e) = e else { continue };
+        objects += 1;
+        bytes += e.size;
+        sink.push(&e).await?;
+    }
+    drop(entries);
+    let segments = sink.finish().await?;
+    let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    stats.objects = objects;
+    stats.bytes = bytes;
+    stats.objects_removed = removed.into_inner();
+    Ok(BucketBackup {
+        record: BucketRecord {
+            url: source.url.to_string(),
+            objects,
+            bytes,
+            segments,
+        },
+        stats,
+    })
+}
+
+/// Chunks and bytes one object added to the repository.
+#[derive(Debug, Default)]
+struct Uploaded {
+    chunks: u64,
+    bytes: u64,
+}
+
+/// Times an object is re-read when it changes between its listing and its read.
+const REREAD_ATTEMPTS: usize = 3;
+
+/// Reads one object into the repository. `None` when it vanished.
+async fn read_object(
+    repo: &Repository,
+    source: &Location,
+    mut listed: Listed,
+) -> Result<Option<(ObjectEntry, Uploaded)>> {
+    for _ in 0..REREAD_ATTEMPTS {
+        match read_version(repo, source, &listed).await {
+            Ok(done) => return Ok(Some(done)),
+            Err(ReadError::Gone) => return Ok(None),
+            Err(ReadError::Changed) => {
+                // Overwritten since it was listed: read the new version.
+                let _r = repo.engine.request().await;
+                match source.store.head(&source.path(&listed.key)).await {
+                    Ok(m) => {
+                        listed = Listed {
+                            key: listed.key,
+                            size: m.size,
+                            etag: m.e_tag,
+                            modified: m.last_modified,
+                        }
+                    }
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => {
+                        return Err(MoverError::store("read", source.url.join(&listed.key), e));
+                    }
+                }
+            }
+            Err(ReadError::Other(e)) => return Err(e),
+        }
+    }
+    Err(MoverError::Object {
+        key: listed.key,
+        reason: format!(
+            "changed {REREAD_ATTEMPTS} times while being read; is something rewriting it?"
+        ),
+    })
+}
+
+enum ReadError {
+    Gone,
+    Changed,
+    Other(MoverError),
+}
+
+impl From<MoverError> for ReadError {
+    fn from(e: MoverError) -> Self {
+        Self::Other(e)
+    }
+}
+
+/// Reads the version of an object that `listed` describes, chunk by chunk,
+/// with ranged GETs pinned to its ETag.
+async fn read_version(
+    repo: &Repository,
+    source: &Location,
+    listed: &Listed,
+) -> Result<(ObjectEntry, Uploaded), ReadError> {
+    let chunk_size = repo.config.object_chunk_size;
+    let n = listed.size.div_ceil(chunk_size);
+    let entry = |hash: ChunkId, chunks: Vec<ChunkId>| {
+        ObjectEntry::new(
+            listed.key.clone(),
+            listed.size,
+            listed.etag.clone(),
+            Some(listed.modified),
+            hash,
+            chunks,
+        )
+    };
+    if n == 0 {
+        return Ok((entry(ChunkId::of(b""), Vec::new()), Uploaded::default()));
+    }
+    let engine = &repo.engine;
+    let _memory = engine
+        .reserve(
+            listed
+                .size
+                .min(chunk_size * engine.limits.object_parts as u64),
+        )
+        .await;
+    let path = source.path(&listed.key);
+    let level = repo.config.zstd_level;
+
+    let parts: Vec<(ChunkId, Option<[u8; 32]>, u64)> = stream::iter(0..n)
+        .map(|i| {
+            let path = &path;
+            async move {
+                let start = i * chunk_size;
+                let end = (start + chunk_size).min(listed.size);
+                let mut opts = GetOptions::default();
+                if n > 1 {
+                    opts = opts.with_range(Some(GetRange::Bounded(start..end)));
+                }
+                opts = opts.with_if_match(listed.etag.clone());
+                let data: Bytes = {
+                    let _r = engine.request().await;
+                    let got = match source.store.get_opts(path, opts).await {
+                        Ok(r) => r.bytes().await,
+                        Err(e) => Err(e),
+                    };
+                    match got {
+                        Ok(b) => b,
+                        Err(object_store::Error::NotFound { .. }) => return Err(ReadError::Gone),
+                        Err(object_store::Error::Precondition { .. }) => {
+                            return Err(ReadError::Changed);
+                        }
+                        Err(e) => {
+                            return Err(
+                                MoverError::store("read", source.url.join(&listed.key), e).into()
+                            );
+                        }
+                    }
+                };
+                if data.len() as u64 != end - start {
+                    // A store without ETags changed the object under us.
+                    return Err(ReadError::Changed);
+                }
+                let d = data.clone();
+                let (enc, cv) = engine
+                    .cpu(move || {
+                        let cv = (n > 1).then(|| tree::chunk_cv(&d, start));
+                        (chunk::encode(&d, level), cv)
+                    })
+                    .await?;
+                let len = enc.blob_len() as u64;
+                let uploaded = repo.store_chunk(enc.clone(), data).await?;
+                Ok::<_, ReadError>((enc.id, cv, if uploaded { len } else { 0 }))
+            }
+        })
+        .buffered(engine.limits.object_parts)
+        .try_collect()
+        .await?;
+
+    let up = Uploaded {
+        chunks: parts.iter().filter(|p| p.2 > 0).count() as u64,
+        bytes: parts.iter().map(|p| p.2).sum(),
+    };
+    let ids: Vec<ChunkId> = parts.iter().map(|p| p.0).collect();
+    let hash = if n == 1 {
+        ids[0]
+    } else {
+        let cvs: Vec<[u8; 32]> = parts
+            .iter()
+            .map(|p| p.1.expect("multi-chunk objects carry CVs"))
+            .collect();
+        ChunkId::from(tree::object_hash(&cvs))
+    };
+    Ok((entry(hash, ids), up))
+}

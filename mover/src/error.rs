@@ -1,0 +1,164 @@
+use haul_manifest::FormatError;
+
+/// What can go wrong in the engine. Every variant names the store URL, key or
+/// path it concerns; URLs never carry credentials (they are refused in URLs
+/// and only ever read from the environment or a profile).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MoverError {
+    #[error("invalid store URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+
+    #[error("cannot {op} {url}")]
+    Store {
+        op: &'static str,
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+
+    #[error(
+        "the repository {repo} overlaps the source {source_url}: a backup must go to a separate place"
+    )]
+    Overlap { repo: String, source_url: String },
+
+    #[error("{url} is not a haul repository (it has no haul-repo.json)")]
+    NotARepository { url: String },
+
+    #[error("{url} is not empty ({found}); a repository needs an empty location")]
+    NotEmpty { url: String, found: String },
+
+    #[error("no snapshot {spec:?} in {url}")]
+    UnknownSnapshot { url: String, spec: String },
+
+    #[error("snapshot prefix {spec:?} is ambiguous in {url}: it matches {matches}")]
+    AmbiguousSnapshot {
+        url: String,
+        spec: String,
+        matches: String,
+    },
+
+    #[error("{what} in {url} is damaged")]
+    Corrupt {
+        url: String,
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+
+    #[error("config file {path}: {reason}")]
+    Config { path: String, reason: String },
+
+    #[error("{url} listed {key:?} after {prev:?}: listings must be sorted by key")]
+    Unsorted {
+        url: String,
+        prev: String,
+        key: String,
+    },
+
+    #[error("{key}: {reason}")]
+    Object { key: String, reason: String },
+
+    #[error("{failed} object(s) could not be restored; first: {first}")]
+    ObjectsFailed { failed: usize, first: String },
+
+    #[error("invalid limits: {0}")]
+    Limits(String),
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl MoverError {
+    pub(crate) fn store(
+        op: &'static str,
+        url: impl std::fmt::Display,
+        source: object_store::Error,
+    ) -> Self {
+        Self::Store {
+            op,
+            url: url.to_string(),
+            source,
+        }
+    }
+
+    /// A sentence an operator can act on, when the cause is recognisable.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Store { source, url, .. } => store_hint(source, url),
+            Self::NotARepository { url } => Some(format!(
+                "create one with `haul init {url}`, or check the URL"
+            )),
+            Self::UnknownSnapshot { url, .. } => {
+                Some(format!("list snapshots with `haul snapshots --repo {url}`"))
+            }
+            Self::Corrupt { url, .. } => Some(format!(
+                "run `haul verify --repo {url} --read-data` to find every damaged chunk"
+            )),
+            Self::Overlap { .. } => {
+                Some("choose a repository in another bucket, or a prefix outside the source".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn store_hint(e: &object_store::Error, url: &str) -> Option<String> {
+    let text = error_chain(e);
+    let has = |s: &str| text.contains(s);
+    if has("NoSuchBucket")
+        || has("bucket does not exist")
+        || has("The specified bucket does not exist")
+    {
+        Some(format!(
+            "the bucket of {url} does not exist: create it, or check the bucket name and endpoint"
+        ))
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("403")
+        || has("AccessDenied")
+        || matches!(
+            e,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        )
+    {
+        Some(
+            "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or the store's \
+             settings in the config file) and the bucket's permissions"
+                .into(),
+        )
+    } else if has("error sending request")
+        || has("Connection refused")
+        || has("dns error")
+        || has("connect")
+    {
+        Some("the store did not answer: check the endpoint (AWS_ENDPOINT_URL or the config file) and the network".into())
+    } else {
+        None
+    }
+}
+
+/// The whole `source()` chain as one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+pub type Result<T, E = MoverError> = std::result::Result<T, E>;

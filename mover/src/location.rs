@@ -1,0 +1,652 @@
+//! Stores by URL: `s3://bucket/prefix`, `gs://bucket/prefix`,
+//! `az://container/prefix`, `file:///abs/path` and `memory://name`.
+//!
+//! Settings come, in this order of precedence, from the matching `[[store]]`
+//! section of the config file, then the environment the way the cloud's own
+//! tools read it (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
+//! Credentials never appear in a URL: a URL with a user or password is refused.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{Certificate, ClientOptions, ObjectStore, RetryConfig};
+use serde::Deserialize;
+
+use crate::{MoverError, Result};
+
+/// The kinds of store haul speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    S3,
+    Gcs,
+    Azure,
+    File,
+    Memory,
+}
+
+/// A parsed store URL. `prefix` has no leading or trailing `/`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub scheme: Scheme,
+    /// Bucket or container; the absolute directory for `file://`; the name for `memory://`.
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl StoreUrl {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let bad = |reason: &str| MoverError::BadUrl {
+            url: redact(raw),
+            reason: reason.into(),
+        };
+        let (scheme, rest) = raw.split_once("://").ok_or_else(|| {
+            bad("expected SCHEME://..., one of s3://bucket/prefix, gs://, az://, file:///absolute/path, memory://name")
+        })?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" => Scheme::S3,
+            "gs" | "gcs" => Scheme::Gcs,
+            "az" | "azure" | "abfs" => Scheme::Azure,
+            "file" => Scheme::File,
+            "memory" => Scheme::Memory,
+            other => {
+                return Err(bad(&format!(
+                    "unknown scheme {other:?}: use s3://, gs://, az://, file:// or memory://"
+                )));
+            }
+        };
+        if rest.contains('?') || rest.contains('#') {
+            return Err(bad(
+                "query strings and fragments are not allowed; put settings in the config file",
+            ));
+        }
+        if scheme == Scheme::File {
+            if !rest.starts_with('/') {
+                return Err(bad("file URLs need an absolute path: file:///abs/path"));
+            }
+            let path = normalize_fs_path(FsPath::new(rest));
+            return Ok(Self {
+                scheme,
+                bucket: path.to_string_lossy().into_owned(),
+                prefix: String::new(),
+            });
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.contains('@') || bucket.contains(':') {
+            return Err(bad(
+                "credentials and ports do not belong in the URL; use environment variables or the config file",
+            ));
+        }
+        if bucket.is_empty() {
+            return Err(bad("no bucket name"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|s| s == "." || s == "..") || prefix.contains("//") {
+            return Err(bad("the prefix has empty, '.' or '..' segments"));
+        }
+        Ok(Self {
+            scheme,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// Does one of these two locations contain the other?
+    pub fn overlaps(&self, other: &StoreUrl) -> bool {
+        if self.scheme != other.scheme
+            || (self.scheme != Scheme::File && self.bucket != other.bucket)
+        {
+            return false;
+        }
+        let (a, b) = if self.scheme == Scheme::File {
+            (self.bucket.clone(), other.bucket.clone())
+        } else {
+            (self.prefix.clone(), other.prefix.clone())
+        };
+        let within = |inner: &str, outer: &str| {
+            let outer = outer.trim_end_matches('/');
+            outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}/"))
+        };
+        within(&a, &b) || within(&b, &a)
+    }
+
+    /// This URL with `/sub` appended to the prefix.
+    pub fn join(&self, sub: &str) -> StoreUrl {
+        let mut u = self.clone();
+        if u.scheme == Scheme::File {
+            u.bucket = format!("{}/{}", u.bucket.trim_end_matches('/'), sub);
+        } else if u.prefix.is_empty() {
+            u.prefix = sub.to_owned();
+        } else {
+            u.prefix = format!("{}/{sub}", u.prefix);
+        }
+        u
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::S3 => "s3",
+            Scheme::Gcs => "gs",
+            Scheme::Azure => "az",
+            Scheme::File => return write!(f, "file://{}", self.bucket),
+            Scheme::Memory => "memory",
+        };
+        if self.prefix.is_empty() {
+            write!(f, "{scheme}://{}", self.bucket)
+        } else {
+            write!(f, "{scheme}://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({self})")
+    }
+}
+
+/// Drops anything between `://` and `@` so an URL typed with a password never echoes it.
+fn redact(raw: &str) -> String {
+    match (raw.find("://"), raw.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &raw[..s], &raw[at..]),
+        _ => raw.to_owned(),
+    }
+}
+
+/// Resolves `.` and `..` without touching the file system (the path may not exist yet).
+fn normalize_fs_path(p: &FsPath) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(s) => out.push(s),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Per-store settings of the config file (`[[store]]` sections).
+///
+/// ```toml
+/// [[store]]
+/// url = "s3://prod-backups"                 # applies to this URL and everything under it
+/// endpoint = "https://minio.internal:9000"
+/// region = "eu-west-1"
+/// profile = "backup"                        # a profile of ~/.aws/credentials
+/// access_key_id_env = "BACKUP_AWS_ACCESS_KEY_ID"      # or: the names of env vars
+/// secret_access_key_env = "BACKUP_AWS_SECRET_ACCESS_KEY"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub session_token_env: Option<String>,
+    /// Allow plain http even when the endpoint is not spelled `http://`.
+    pub allow_http: Option<bool>,
+    /// Address buckets as `bucket.endpoint` instead of `endpoint/bucket`.
+    pub virtual_hosted_style: Option<bool>,
+}
+
+/// Everything needed to open stores: the `[[store]]` sections and a way to
+/// read the environment (replaceable in tests).
+#[derive(Clone, Default)]
+pub struct StoreConfig {
+    pub stores: Vec<StoreSettings>,
+    env: Option<Arc<dyn Fn(&str) -> Option<String> + Send + Sync>>,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("stores", &self.stores)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreConfig {
+    /// Reads the `[[store]]` sections of a TOML config file (other sections are
+    /// for other parts of haul and are ignored here).
+    pub fn from_toml(text: &str, path: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            store: Vec<StoreSettings>,
+        }
+        let f: File = toml::from_str(text).map_err(|e| MoverError::Config {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        for s in &f.store {
+            StoreUrl::parse(&s.url).map_err(|e| MoverError::Config {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(Self {
+            stores: f.store,
+            env: None,
+        })
+    }
+
+    /// Replaces the process environment as the source of `AWS_*` settings.
+    pub fn with_env(
+        mut self,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.env = Some(Arc::new(env));
+        self
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        let v = match &self.env {
+            Some(f) => f(name),
+            None => std::env::var(name).ok(),
+        };
+        v.filter(|s| !s.is_empty())
+    }
+
+    /// The settings whose URL is the longest prefix of `url`.
+    fn settings_for(&self, url: &StoreUrl) -> StoreSettings {
+        self.stores
+            .iter()
+            .filter_map(|s| StoreUrl::parse(&s.url).ok().map(|u| (u, s)))
+            .filter(|(u, _)| {
+                u.scheme == url.scheme
+                    && u.bucket == url.bucket
+                    && (u.prefix.is_empty()
+                        || url.prefix == u.prefix
+                        || url.prefix.starts_with(&format!("{}/", u.prefix)))
+            })
+            .max_by_key(|(u, _)| u.prefix.len())
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Opens the store behind `url`. `create` makes a missing local directory.
+    pub fn open(&self, url: &StoreUrl, create: bool) -> Result<Location> {
+        let fail = |e: object_store::Error| MoverError::store("open", url, e);
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = match url.scheme {
+            Scheme::Memory => (memory_store(&url.bucket), Path::default()),
+            Scheme::File => {
+                let dir = PathBuf::from(&url.bucket);
+                if create {
+                    std::fs::create_dir_all(&dir).map_err(|source| MoverError::Io {
+                        what: format!("cannot create {}", dir.display()),
+                        source,
+                    })?;
+                } else if !dir.is_dir() {
+                    return Err(MoverError::Io {
+                        what: format!("{url}"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "no such directory",
+                        ),
+                    });
+                }
+                let fs = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(fail)?
+                    .with_automatic_cleanup(true);
+                (Arc::new(fs), Path::default())
+            }
+            Scheme::S3 => (
+                Arc::new(self.s3_builder(url)?.build().map_err(fail)?),
+                Path::from(url.prefix.as_str()),
+            ),
+            Scheme::Gcs => {
+                let b = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(&url.bucket)
+                    .with_client_options(self.client_options()?)
+                    .with_retry(retry());
+                (
+                    Arc::new(b.build().map_err(fail)?),
+                    Path::from(url.prefix.as_str()),
+                )
+            }
+            Scheme::Azure => {
+                let b = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(&url.bucket)
+                    .with_client_options(self.client_options()?)
+                    .with_retry(retry());
+                (
+                    Arc::new(b.build().map_err(fail)?),
+                    Path::from(url.prefix.as_str()),
+                )
+            }
+        };
+        Ok(Location {
+            url: url.clone(),
+            store,
+            prefix,
+        })
+    }
+
+    fn s3_builder(&self, url: &StoreUrl) -> Result<AmazonS3Builder> {
+        let s = self.settings_for(url);
+        let profile_name = s.profile.clone().or_else(|| self.var("AWS_PROFILE"));
+        let profile = match &profile_name {
+            Some(name) => Some(self.aws_profile(name)?),
+            None => None,
+        };
+        let from_profile = |k: &str| profile.as_ref().and_then(|p| p.get(k).cloned());
+
+        // Start from the environment so web-identity, container and instance
+        // credentials keep working, then apply what we resolved explicitly.
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&url.bucket)
+            .with_retry(retry());
+        if s.access_key_id_env.is_none() && s.profile.is_none() && self.env.is_none() {
+            b = AmazonS3Builder::from_env()
+                .with_bucket_name(&url.bucket)
+                .with_retry(retry());
+        }
+
+        let from_named = |n: &Option<String>| n.as_deref().and_then(|n| self.var(n));
+        let (key, secret, token) = if s.access_key_id_env.is_some() {
+            (
+                from_named(&s.access_key_id_env),
+                from_named(&s.secret_access_key_env),
+                from_named(&s.session_token_env),
+            )
+        } else if s.profile.is_none() && self.var("AWS_ACCESS_KEY_ID").is_some() {
+            (
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                self.var("AWS_SESSION_TOKEN"),
+            )
+        } else {
+            (
+                from_profile("aws_access_key_id"),
+                from_profile("aws_secret_access_key"),
+                from_profile("aws_session_token"),
+            )
+        };
+        if let Some(k) = key {
+            b = b.with_access_key_id(k);
+            match secret {
+                Some(sec) => b = b.with_secret_access_key(sec),
+                None => {
+                    return Err(MoverError::BadUrl {
+                        url: url.to_string(),
+                        reason: "an access key id is set but no secret access key".into(),
+                    });
+                }
+            }
+            if let Some(t) = token {
+                b = b.with_token(t);
+            }
+        }
+
+        let region = s
+            .region
+            .clone()
+            .or_else(|| self.var("AWS_REGION"))
+            .or_else(|| self.var("AWS_DEFAULT_REGION"))
+            .or_else(|| from_profile("region"))
+            .unwrap_or_else(|| "us-east-1".into());
+        b = b.with_region(region);
+
+        let endpoint = s
+            .endpoint
+            .clone()
+            .or_else(|| self.var("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| self.var("AWS_ENDPOINT_URL"))
+            .or_else(|| from_profile("endpoint_url"));
+        let mut allow_http = s.allow_http.unwrap_or(false);
+        if let Some(ep) = endpoint {
+            if ep.contains('@') {
+                return Err(MoverError::BadUrl {
+                    url: "endpoint".into(),
+                    reason: "credentials do not belong in the endpoint URL".into(),
+                });
+            }
+            allow_http |= ep.starts_with("http://");
+            b = b.with_endpoint(ep.trim_end_matches('/'));
+            b = b.with_virtual_hosted_style_request(s.virtual_hosted_style.unwrap_or(false));
+        } else if let Some(v) = s.virtual_hosted_style {
+            b = b.with_virtual_hosted_style_request(v);
+        }
+        let opts = self.client_options()?.with_allow_http(allow_http);
+        Ok(b.with_allow_http(allow_http).with_client_options(opts))
+    }
+
+    /// Reads a profile from the shared credentials and config files.
+    fn aws_profile(&self, name: &str) -> Result<HashMap<String, String>> {
+        let home = self.var("HOME").unwrap_or_default();
+        let creds = self
+            .var("AWS_SHARED_CREDENTIALS_FILE")
+            .unwrap_or_else(|| format!("{home}/.aws/credentials"));
+        let config = self
+            .var("AWS_CONFIG_FILE")
+            .unwrap_or_else(|| format!("{home}/.aws/config"));
+        let mut out = HashMap::new();
+        let mut found = false;
+        for (file, section) in [
+            (config, format!("profile {name}")),
+            (creds, name.to_owned()),
+        ] {
+            let Ok(ini) = ini::Ini::load_from_file(&file) else {
+                continue;
+            };
+            let sec = ini
+                .section(Some(section.as_str()))
+                .or_else(|| ini.section(Some(name)));
+            if let Some(sec) = sec {
+                found = true;
+                for (k, v) in sec.iter() {
+                    out.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        if !found {
+            return Err(MoverError::Config {
+                path: "~/.aws/credentials".into(),
+                reason: format!(
+                    "AWS profile {name:?} not found in the shared credentials or config file"
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// HTTP client options: the CA bundle operators point AWS tools at, and
+    /// timeouts suited to multi-megabyte transfers.
+    fn client_options(&self) -> Result<ClientOptions> {
+        let mut o = ClientOptions::new()
+            .with_timeout(Duration::from_secs(300))
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_pool_max_idle_per_host(64);
+        if let Some(bundle) = self.var("AWS_CA_BUNDLE") {
+            let pem = std::fs::read(&bundle).map_err(|source| MoverError::Io {
+                what: format!("cannot read AWS_CA_BUNDLE {bundle}"),
+                source,
+            })?;
+            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| MoverError::Config {
+                path: bundle.clone(),
+                reason: format!("AWS_CA_BUNDLE is not a PEM bundle: {e}"),
+            })?;
+            for c in certs {
+                o = o.with_root_certificate(c);
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Retries with backoff for transient errors; bounded so a dead endpoint
+/// fails in well under a minute instead of hanging.
+fn retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(60),
+        ..Default::default()
+    }
+}
+
+/// `memory://name` stores live for the process: the same name is the same store.
+fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    let mut map = STORES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    map.entry(name.to_owned())
+        .or_insert_with(|| Arc::new(InMemory::new()))
+        .clone()
+}
+
+/// An opened store and the prefix haul works under.
+#[derive(Clone)]
+pub struct Location {
+    pub url: StoreUrl,
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Location({})", self.url)
+    }
+}
+
+impl Location {
+    /// The store path of `key`, a key relative to this location.
+    pub fn path(&self, key: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// `key` relative to this location, from a full store path.
+    pub fn relative(&self, p: &Path) -> String {
+        let full = p.as_ref();
+        let pre = self.prefix.as_ref();
+        if pre.is_empty() {
+            full.to_owned()
+        } else {
+            full.strip_prefix(pre)
+                .map(|r| r.trim_start_matches('/'))
+                .unwrap_or(full)
+                .to_owned()
+        }
+    }
+
+    /// A location under this one.
+    pub fn child(&self, sub: &str) -> Location {
+        Location {
+            url: self.url.join(sub),
+            store: self.store.clone(),
+            prefix: self.path(sub),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_scheme() {
+        let u = StoreUrl::parse("s3://bucket/a/b/").unwrap();
+        assert_eq!(
+            (u.scheme, u.bucket.as_str(), u.prefix.as_str()),
+            (Scheme::S3, "bucket", "a/b")
+        );
+        assert_eq!(u.to_string(), "s3://bucket/a/b");
+        assert_eq!(StoreUrl::parse("gs://b").unwrap().scheme, Scheme::Gcs);
+        assert_eq!(StoreUrl::parse("az://c/p").unwrap().scheme, Scheme::Azure);
+        let f = StoreUrl::parse("file:///tmp/x/../y").unwrap();
+        assert_eq!(f.bucket, "/tmp/y");
+        assert_eq!(StoreUrl::parse("memory://t").unwrap().bucket, "t");
+    }
+
+    #[test]
+    fn refuses_bad_urls_without_echoing_secrets() {
+        for bad in [
+            "ftp://x",
+            "bucket",
+            "file://relative",
+            "s3://",
+            "s3://b/../c",
+            "s3://b?x=1",
+        ] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad}");
+        }
+        let e = StoreUrl::parse("s3://AKIA:supersecret@bucket/p")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("supersecret"), "{e}");
+    }
+
+    #[test]
+    fn overlap_is_by_bucket_and_path_segment() {
+        let o = |a: &str, b: &str| {
+            StoreUrl::parse(a)
+                .unwrap()
+                .overlaps(&StoreUrl::parse(b).unwrap())
+        };
+        assert!(o("s3://b", "s3://b/backup"));
+        assert!(o("s3://b/data", "s3://b/data/backup"));
+        assert!(o("s3://b/data", "s3://b/data"));
+        assert!(!o("s3://b/data", "s3://b/data-backup"));
+        assert!(!o("s3://b/data", "s3://c/data"));
+        assert!(!o("s3://b/data", "gs://b/data"));
+        assert!(o("file:///srv/data", "file:///srv/data/repo"));
+        assert!(!o("file:///srv/data", "file:///srv/database"));
+    }
+
+    #[test]
+    fn settings_pick_the_longest_matching_prefix_and_env_names() {
+        let cfg = StoreConfig::from_toml(
+            r#"
+            [[store]]
+            url = "s3://b"
+            endpoint = "http://one"
+            [[store]]
+            url = "s3://b/deep"
+            endpoint = "http://two"
+            access_key_id_env = "K2"
+            secret_access_key_env = "S2"
+            "#,
+            "t.toml",
+        )
+        .unwrap()
+        .with_env(|k| match k {
+            "K2" => Some("key2".into()),
+            "S2" => Some("secret2".into()),
+            _ => None,
+        });
+        let s = cfg.settings_for(&StoreUrl::parse("s3://b/deep/er").unwrap());
+        assert_eq!(s.endpoint.as_deref(), Some("http://two"));
+        let s = cfg.settings_for(&StoreUrl::parse("s3://b/other").unwrap());
+        assert_eq!(s.endpoint.as_deref(), Some("http://one"));
+        assert!(
+            cfg.open(&StoreUrl::parse("s3://b/deep").unwrap(), false)
+                .is_ok()
+        );
+        assert!(StoreConfig::from_toml("[[store]]\nurl = \"nope\"", "t.toml").is_err());
+        assert!(
+            StoreConfig::from_toml("[[store]]\nurl = \"s3://b\"\nsecret = \"x\"", "t.toml")
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! A haul repository in an object store (format: see `haul_manifest`).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use haul_manifest::segment::{self, SegmentWriter};
+use haul_manifest::{
+    CHUNKS_DIR, ChunkId, ObjectEntry, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunRecord,
+    SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
+};
+use object_store::{ObjectStoreExt, PutPayload};
+use tokio::sync::OnceCell;
+
+use crate::{Engine, Location, MoverError, Result, listing};
+
+/// An opened repository.
+#[derive(Debug)]
+pub struct Repository {
+    pub loc: Location,
+    pub config: RepoConfig,
+    pub engine: Engine,
+    /// Chunks known to exist: loaded from a listing of `chunks/` the first
+    /// time a chunk is about to be stored, then kept up to date, so a chunk
+    /// that exists is never uploaded again and no per-chunk HEAD is needed.
+    known: OnceCell<Mutex<HashSet<ChunkId>>>,
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| MoverError::Task(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+/// A fresh snapshot id.
+pub fn new_snapshot_id() -> Result<SnapshotId> {
+    Ok(SnapshotId::from_random(random()?))
+}
+
+impl Repository {
+    /// Creates a repository at an empty location.
+    pub async fn init(loc: Location, engine: Engine) -> Result<Self> {
+        if let Some(found) = listing::first_key(&loc).await? {
+            let what = if found == REPO_CONFIG_PATH {
+                "it is a haul repository already".to_owned()
+            } else {
+                format!("it holds {found:?}")
+            };
+            return Err(MoverError::NotEmpty {
+                url: loc.url.to_string(),
+                found: what,
+            });
+        }
+        let config = RepoConfig::new(RepoId::from_random(random()?), Utc::now());
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        loc.store
+            .put(&loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
+            .await
+            .map_err(|e| MoverError::store("write haul-repo.json to", &loc.url, e))?;
+        Self::with_config(loc, config, engine)
+    }
+
+    /// Opens an existing repository.
+    pub async fn open(loc: Location, engine: Engine) -> Result<Self> {
+        let bytes = match loc.store.get(&loc.path(REPO_CONFIG_PATH)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => {
+                // Distinguish "no such bucket" from "not a repository".
+                listing::probe(&loc).await?;
+                return Err(MoverError::NotARepository {
+                    url: loc.url.to_string(),
+                });
+            }
+            Err(e) => return Err(MoverError::store("read haul-repo.json from", &loc.url, e)),
+        };
+        let config = RepoConfig::from_json(&bytes).map_err(|source| MoverError::Corrupt {
+            url: loc.url.to_string(),
+            what: REPO_CONFIG_PATH.into(),
+            source,
+        })?;
+        Self::with_config(loc, config, engine)
+    }
+
+    fn with_config(loc: Location, config: RepoConfig, engine: Engine) -> Result<Self> {
+        engine
+            .limits
+            .check(config.object_chunk_size)
+            .map_err(MoverError::Limits)?;
+        Ok(Self {
+            loc,
+            config,
+            engine,
+            known: OnceCell::new(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        self.loc.url.to_string()
+    }
+
+    fn corrupt(&self, what: String, source: haul_manifest::FormatError) -> MoverError {
+        MoverError::Corrupt {
+            url: self.url(),
+            what,
+            source,
+        }
+    }
+
+    // ---- chunks -------------------------------------------------------
+
+    async fn index(&self) -> Result<&Mutex<HashSet<ChunkId>>> {
+        self.known
+            .get_or_try_init(|| async { Ok(Mutex::new(self.list_chunks().await?)) })
+            .await
+    }
+
+    /// Every chunk in the repository, listed one `chunks/xx/` folder at a time
+    /// with several listings in flight.
+    pub async fn list_chunks(&self) -> Result<HashSet<ChunkId>> {
+        let dir = self.loc.child(CHUNKS_DIR);
+        let top = match self.loc.store.list_with_delimiter(Some(&dir.prefix)).await {
+            Ok(t) => t.common_prefixes,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(MoverError::store("list chunks of", &self.loc.url, e)),
+        };
+        let sets: Vec<Vec<ChunkId>> = stream::iter(top)
+            .map(|p| async move {
+                let _r = self.engine.request().await;
+                let metas: Vec<_> = self
+                    .loc
+                    .store
+                    .list(Some(&p))
+                    .try_collect()
+                    .await
+                    .map_err(|e| MoverError::store("list chunks of", &self.loc.url, e))?;
+                Ok::<_, MoverError>(
+                    metas
+                        .iter()
+                        .filter_map(|m| m.location.filename().and_then(|f| f.parse().ok()))
+                        .collect(),
+                )
+            })
+            .buffer_unordered(self.engine.limits.read_ahead.max(1) * 4)
+            .try_collect()
+            .await?;
+        Ok(sets.into_iter().flatten().collect())
+    }
+
+    /// Stores an encoded chunk unless the repository has it. Returns whether
+    /// it was uploaded. `plain` is the chunk's plaintext (the payload of a raw chunk).
+    pub async fn store_chunk(&self, enc: chunk::Encoded, plain: Bytes) -> Result<bool> {
+        let index = self.index().await?;
+        if index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&enc.id)
+        {
+            return Ok(false);
+        }
+        let header = Bytes::copy_from_slice(&enc.header);
+        let body = match enc.compressed {
+            Some(c) => PutPayload::from_iter([header, Bytes::from(c)]),
+            None => PutPayload::from_iter([header, plain]),
+        };
+        let path = self.loc.path(&haul_manifest::chunk_path(&enc.id));
+        {
+            let _r = self.engine.request().await;
+            self.loc
+                .store
+                .put(&path, body)
+                .await
+                .map_err(|e| MoverError::store("upload a chunk to", &self.loc.url, e))?;
+        }
+        index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(enc.id);
+        Ok(true)
+    }
+
+    /// Hashes, compresses and stores a piece of plaintext. Returns its id and
+    /// the bytes uploaded (0 when the repository already had it).
+    pub async fn put_plain(&self, plain: Bytes) -> Result<(ChunkId, u64)> {
+        let level = self.config.zstd_level;
+        let p = plain.clone();
+        let enc = self.engine.cpu(move || chunk::encode(&p, level)).await?;
+        let (id, len) = (enc.id, enc.blob_len() as u64);
+        let uploaded = self.store_chunk(enc, plain).await?;
+        Ok((id, if uploaded { len } else { 0 }))
+    }
+
+    /// Reads a chunk and checks it against its id. Missing and damaged
+    /// chunks are errors that name the chunk.
+    pub async fn read_chunk(&self, id: ChunkId) -> Result<Bytes> {
+        let path = self.loc.path(&haul_manifest::chunk_path(&id));
+        let blob = {
+            let _r = self.engine.request().await;
+            match self.loc.store.get(&path).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            }
+        };
+        let blob = blob.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => self.corrupt(
+                format!("chunk {id}"),
+                haul_manifest::FormatError::CorruptChunk {
+                    id,
+                    reason: "missing from the repository".into(),
+                },
+            ),
+            e => MoverError::store("read a chunk from", &self.loc.url, e),
+        })?;
+        let url = self.url();
+        self.engine
+            .cpu(move || match chunk::decode(&id, &blob) {
+                Ok(std::borrow::Cow::Borrowed(b)) => Ok(blob.slice_ref(b)),
+                Ok(std::borrow::Cow::Owned(v)) => Ok(Bytes::from(v)),
+                Err(source) => Err(MoverError::Corrupt {
+                    url,
+                    what: format!("chunk {id}"),
+                    source,
+                }),
+            })
+            .await?
+    }
+
+    // ---- manifests ----------------------------------------------------
+
+    /// The entries of a manifest, in key order, reading a few segments ahead.
+    pub fn entries(&self, segments: Vec<SegmentRef>) -> BoxStream<'_, Result<ObjectEntry>> {
+        stream::iter(segments)
+            .map(move |s| async move {
+                let plain = self.read_chunk(s.id).await?;
+                let entries = segment::parse(&plain, &format!("segment {}", s.id))
+                    .map_err(|e| self.corrupt(format!("segment {}", s.id), e))?;
+                if entries.len() as u64 != s.entries {
+                    return Err(self.corrupt(
+                        format!("segment {}", s.id),
+                        haul_manifest::FormatError::Invalid {
+                            what: format!("segment {}", s.id),
+                            reason: format!(
+                                "holds {} entries, the snapshot says {}",
+                                entries.len(),
+                                s.entries
+                            ),
+                        },
+                    ));
+                }
+                Ok(stream::iter(entries.into_iter().map(Ok)))
+            })
+            .buffered(self.engine.limits.read_ahead.max(1))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Writes sorted entries as segments; returns the segment list.
+    pub fn segment_sink(&self) -> SegmentSink<'_> {
+        SegmentSink {
+            repo: self,
+            writer: SegmentWriter::new(self.config.segment_entries),
+            segments: Vec::new(),
+        }
+    }
+
+    // ---- snapshots ----------------------------------------------------
+
+    /// Ids of every snapshot in the repository.
+    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let dir = self.loc.child(SNAPSHOTS_DIR);
+        let metas: Vec<_> = self
+            .loc
+            .store
+            .list(Some(&dir.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| MoverError::store("list snapshots of", &self.loc.url, e))?;
+        Ok(metas
+            .iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect())
+    }
+
+    pub async fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let path = self.loc.path(&haul_manifest::snapshot_path(&id));
+        let bytes = match self.loc.store.get(&path).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = bytes.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => MoverError::UnknownSnapshot {
+                url: self.url(),
+                spec: id.to_string(),
+            },
+            e => MoverError::store("read a snapshot from", &self.loc.url, e),
+        })?;
+        Snapshot::from_json(&bytes, &format!("snapshot {id}"))
+            .map_err(|e| self.corrupt(format!("snapshot {id}"), e))
+    }
+
+    /// Every snapshot, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let ids = self.snapshot_ids().await?;
+        let mut snaps: Vec<Snapshot> = stream::iter(ids)
+            .map(|id| self.load_snapshot(id))
+            .buffer_unordered(self.engine.limits.read_ahead.max(1))
+            .try_collect()
+            .await?;
+        snaps.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        Ok(snaps)
+    }
+
+    /// Finds a snapshot by id, unique id prefix, or `latest`.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<Snapshot> {
+        let unknown = || MoverError::UnknownSnapshot {
+            url: self.url(),
+            spec: spec.to_owned(),
+        };
+        if spec == "latest" {
+            return self.snapshots().await?.pop().ok_or_else(unknown);
+        }
+        if let Ok(id) = spec.parse::<SnapshotId>() {
+            return self.load_snapshot(id).await;
+        }
+        if spec.is_empty() || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(unknown());
+        }
+        let ids: Vec<SnapshotId> = self
+            .snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| id.to_string().starts_with(&spec.to_ascii_lowercase()))
+            .collect();
+        match ids.as_slice() {
+            [] => Err(unknown()),
+            [one] => self.load_snapshot(*one).await,
+            many => Err(MoverError::AmbiguousSnapshot {
+                url: self.url(),
+                spec: spec.to_owned(),
+                matches: many
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// Commits a snapshot: its root is written last, after everything it names.
+    pub async fn write_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        let path = self.loc.path(&haul_manifest::snapshot_path(&snap.id));
+        let json = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
+        self.loc
+            .store
+            .put(&path, PutPayload::from(json))
+            .await
+            .map_err(|e| MoverError::store("write the snapshot root to", &self.loc.url, e))?;
+        Ok(())
+    }
+
+    /// Records the timing of a run (best effort for the caller to report).
+    pub async fn write_run(&self, run: &RunRecord) -> Result<()> {
+        let name = format!(
+            "{RUNS_DIR}/{}-{}-{}.json",
+            run.started.format("%Y%m%dT%H%M%SZ"),
+            run.kind,
+            run.snapshot
+        );
+        let json = serde_json::to_vec_pretty(run).expect("run serializes");
+        self.loc
+            .store
+            .put(&self.loc.path(&name), PutPayload::from(json))
+            .await
+            .map_err(|e| MoverError::store("write a run record to", &self.loc.url, e))?;
+        Ok(())
+    }
+
+    /// Reads a small JSON document of the repository, if present.
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
+        let bytes = match self.loc.store.get(&self.loc.path(rel)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match bytes {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+                self.corrupt(
+                    rel.to_owned(),
+                    haul_manifest::FormatError::Json {
+                        what: rel.into(),
+                        source: e,
+                    },
+                )
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(MoverError::store("read from", &self.loc.url, e)),
+        }
+    }
+
+    pub async fn write_json<T: serde::Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        let json = serde_json::to_vec_pretty(value).expect("document serializes");
+        self.loc
+            .store
+            .put(&self.loc.path(rel), PutPayload::from(json))
+            .await
+            .map_err(|e| MoverError::store("write to", &self.loc.url, e))?;
+        Ok(())
+    }
+}
+
+/// Collects sorted entries into segments and stores each as it closes.
+#[derive(Debug)]
+pub struct SegmentSink<'a> {
+    repo: &'a Repository,
+    writer: SegmentWriter,
+    segments: Vec<SegmentRef>,
+}
+
+impl SegmentSink<'_> {
+    pub async fn push(&mut self, entry: &ObjectEntry) -> Result<()> {
+        if let Some(seg) = self.writer.push(entry) {
+            self.store(seg).await?;
+        }
+        Ok(())
+    }
+
+    async fn store(&mut self, seg: segment::Segment) -> Result<()> {
+        let (id, _) = self.repo.put_plain(Bytes::from(seg.plain)).await?;
+        self.segments.push(SegmentRef {
+            id,
+            first: seg.first,
+            last: seg.last,
+            entries: seg.entries,
+            bytes: seg.bytes,
+        });
+        Ok(())
+    }
+
+    pub async fn finish(mut self) -> Result<Vec<SegmentRef>> {
+        let writer = std::mem::replace(&mut self.writer, SegmentWriter::new(1));
+        if let Some(seg) = writer.finish() {
+            self.store(seg).await?;
+        }
+        Ok(self.segments)
+    }
+}

@@ -1,0 +1,554 @@
+//! Restore of a snapshot's objects into a target store: plan, then execute.
+//!
+//! ```text
+//! target listing ─┐                  ┌─ known: state says (size, ETag) holds this hash
+//! target state  ──┴─ merge ─▶ target ┤
+//! snapshot entries ────────── merge ─┴─▶ missing | different | unchanged | extraneous
+//!                                         │ missing/different only
+//!                                         ▼
+//!             fetch chunks ─▶ verify blake3 ─▶ decompress ─▶ PUT (multipart when large)
+//! ```
+//!
+//! An object of the target counts as unchanged when its size matches and its
+//! content is known to be the snapshot's: its ETag is the one the snapshot
+//! recorded (restoring into the source itself), or the one haul saw when it
+//! last wrote or checked it there (the target state, kept in the repository).
+//! Otherwise a same-size object is read and hashed, never trusted blindly.
+//!
+//! The plan is computed first (and is all `--dry-run` does); the execution
+//! walks the same merge again, re-deciding each object from fresh listings.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
+use haul_manifest::diff::{Joined, Keyed};
+use haul_manifest::{
+    ChunkId, ObjectEntry, SegmentRef, Snapshot, SnapshotId, TARGETS_DIR, TargetState,
+};
+use object_store::{ObjectStoreExt, PutPayload, PutResult};
+use serde::Serialize;
+
+use crate::listing::{self, Listed};
+use crate::{Location, MoverError, Repository, Result, merge};
+
+/// The plan of a restore.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestorePlan {
+    pub objects_missing: u64,
+    pub bytes_missing: u64,
+    pub objects_different: u64,
+    pub bytes_different: u64,
+    pub objects_unchanged: u64,
+    pub bytes_unchanged: u64,
+    /// In the target, not in the snapshot.
+    pub objects_extraneous: u64,
+    pub bytes_extraneous: u64,
+    /// Same-size objects whose content had to be read to compare.
+    pub objects_checked: u64,
+}
+
+impl RestorePlan {
+    pub fn objects_to_copy(&self) -> u64 {
+        self.objects_missing + self.objects_different
+    }
+    pub fn bytes_to_copy(&self) -> u64 {
+        self.bytes_missing + self.bytes_different
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreStats {
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    pub objects_skipped: u64,
+    pub objects_extraneous: u64,
+    pub objects_deleted: u64,
+    pub objects_failed: u64,
+}
+
+/// Options of a restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Delete target objects that are not in the snapshot.
+    pub delete_extraneous: bool,
+}
+
+/// A target object, with the content hash haul knows it to have (if any).
+#[derive(Debug, Clone)]
+struct TargetObject {
+    listed: Listed,
+    known: Option<ChunkId>,
+}
+
+impl Keyed for TargetObject {
+    fn key(&self) -> &str {
+        &self.listed.key
+    }
+}
+
+/// What to do with one key.
+#[derive(Debug)]
+enum Decision {
+    Copy {
+        entry: ObjectEntry,
+        missing: bool,
+    },
+    Keep {
+        entry: ObjectEntry,
+        etag: Option<String>,
+    },
+    Extraneous(Listed),
+}
+
+/// Where the state of a target lives in the repository.
+fn state_path(target: &Location) -> String {
+    let h = blake3::hash(target.url.to_string().as_bytes());
+    format!("{TARGETS_DIR}/{}.json", &h.to_hex()[..32])
+}
+
+/// Restorer of one snapshot's objects into one target.
+#[derive(Debug)]
+pub struct Restore<'a> {
+    repo: &'a Repository,
+    snapshot: &'a Snapshot,
+    target: Location,
+    state: Option<TargetState>,
+    /// Keys whose content was read and found equal while planning.
+    checked_equal: Mutex<HashSet<String>>,
+}
+
+impl<'a> Restore<'a> {
+    pub async fn new(
+        repo: &'a Repository,
+        snapshot: &'a Snapshot,
+        target: Location,
+    ) -> Result<Self> {
+        if target.url.overlaps(&repo.loc.url) {
+            return Err(MoverError::Overlap {
+                repo: repo.url(),
+                source_url: target.url.to_string(),
+            });
+        }
+        listing::probe(&target).await?;
+        let state: Option<TargetState> = repo.read_json(&state_path(&target)).await?;
+        let state = state.filter(|s| s.url == target.url.to_string());
+        Ok(Self {
+            repo,
+            snapshot,
+            target,
+            state,
+            checked_equal: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn entries(&self) -> futures::stream::BoxStream<'a, Result<ObjectEntry>> {
+        match &self.snapshot.bucket {
+            Some(b) => self.repo.entries(b.segments.clone()),
+            None => stream::empty().boxed(),
+        }
+    }
+
+    /// The target listing joined with what haul knows of the target's content.
+    fn target_objects(&self) -> futures::stream::BoxStream<'a, Result<TargetObject>> {
+        let state_entries = match &self.state {
+            Some(s) => self.repo.entries(s.segments.clone()),
+            None => stream::empty().boxed(),
+        };
+        merge::join(listing::sorted(&self.target), state_entries)
+            .try_filter_map(|j| {
+                futures::future::ready(Ok(match j {
+                    Joined::Left(listed) => Some(TargetObject {
+                        listed,
+                        known: None,
+                    }),
+                    Joined::Right(_) => None,
+                    Joined::Both(listed, st) => {
+                        let known = st.matches_listing(
+                            listed.size,
+                            listed.etag.as_deref(),
+                            Some(listed.modified),
+                        );
+                        Some(TargetObject {
+                            known: known.then_some(st.hash),
+                            listed,
+                        })
+                    }
+                }))
+            })
+            .boxed()
+    }
+
+    /// Decides each key of the snapshot and the target, in key order.
+    fn decisions(&self) -> futures::stream::BoxStream<'_, Result<Decision>> {
+        merge::join(self.entries(), self.target_objects())
+            .map_ok(move |j| async move {
+                Ok(match j {
+                    Joined::Left(entry) => Decision::Copy {
+                        entry,
+                        missing: true,
+                    },
+                    Joined::Right(t) => Decision::Extraneous(t.listed),
+                    Joined::Both(entry, t) => self.decide(entry, t).await?,
+                })
+            })
+            .try_buffered(self.repo.engine.limits.window)
+            .boxed()
+    }
+
+    async fn decide(&self, entry: ObjectEntry, t: TargetObject) -> Result<Decision> {
+        let keep = |entry: ObjectEntry| Decision::Keep {
+            entry,
+            etag: t.listed.etag.clone(),
+        };
+        if entry.size != t.listed.size {
+            return Ok(Decision::Copy {
+                entry,
+                missing: false,
+            });
+        }
+        if let Some(h) = t.known {
+            return Ok(if h == entry.hash {
+                keep(entry)
+            } else {
+                Decision::Copy {
+                    entry,
+                    missing: false,
+                }
+            });
+        }
+        // Restoring into the store the snapshot came from: same ETag, same object.
+        let same_store = self
+            .snapshot
+            .bucket
+            .as_ref()
+            .is_some_and(|b| b.url == self.target.url.to_string());
+        if same_store
+            && entry.matches_listing(
+                t.listed.size,
+                t.listed.etag.as_deref(),
+                Some(t.listed.modified),
+            )
+        {
+            return Ok(keep(entry));
+        }
+        if self
+            .checked_equal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&entry.key)
+        {
+            return Ok(keep(entry));
+        }
+        // Unknown content of the right size: read and hash it.
+        let equal = self.hash_target(&entry.key).await? == entry.hash;
+        if equal {
+            self.checked_equal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(entry.key.clone());
+            Ok(keep(entry))
+        } else {
+            Ok(Decision::Copy {
+                entry,
+                missing: false,
+            })
+        }
+    }
+
+    async fn hash_target(&self, key: &str) -> Result<ChunkId> {
+        let _r = self.repo.engine.request().await;
+        let url = self.target.url.join(key);
+        let mut body = self
+            .target
+            .store
+            .get(&self.target.path(key))
+            .await
+            .map_err(|e| MoverError::store("read", &url, e))?
+            .into_stream();
+        let mut h = blake3::Hasher::new();
+        while let Some(piece) = body.next().await {
+            h.update(&piece.map_err(|e| MoverError::store("read", &url, e))?);
+        }
+        Ok(ChunkId::from(h.finalize()))
+    }
+
+    /// Computes the plan without changing anything.
+    pub async fn plan(&self) -> Result<RestorePlan> {
+        let mut plan = RestorePlan::default();
+        let mut d = self.decisions();
+        while let Some(dec) = d.try_next().await? {
+            match dec {
+                Decision::Copy {
+                    entry,
+                    missing: true,
+                } => {
+                    plan.objects_missing += 1;
+                    plan.bytes_missing += entry.size;
+                }
+                Decision::Copy {
+                    entry,
+                    missing: false,
+                } => {
+                    plan.objects_different += 1;
+                    plan.bytes_different += entry.size;
+                }
+                Decision::Keep { entry, .. } => {
+                    plan.objects_unchanged += 1;
+                    plan.bytes_unchanged += entry.size;
+                }
+                Decision::Extraneous(l) => {
+                    plan.objects_extraneous += 1;
+                    plan.bytes_extraneous += l.size;
+                }
+            }
+        }
+        plan.objects_checked = self
+            .checked_equal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as u64;
+        Ok(plan)
+    }
+
+    /// Copies what is missing or different; deletes extraneous objects when
+    /// asked; records the target's state for the next restore.
+    pub async fn execute(&self, opts: &RestoreOptions, plan: &RestorePlan) -> Result<RestoreStats> {
+        let engine = &self.repo.engine;
+        engine
+            .progress
+            .start("restore", plan.objects_to_copy(), plan.bytes_to_copy());
+        let stats = Mutex::new(RestoreStats::default());
+        let failures: Mutex<Vec<MoverError>> = Mutex::new(Vec::new());
+        let extraneous: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let max_errors = engine.limits.max_object_errors;
+
+        let mut outcomes = self
+            .decisions()
+            .map_ok(|dec| async {
+                Ok::<_, MoverError>(match dec {
+                    Decision::Keep { entry, etag } => {
+                        stats
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .objects_skipped += 1;
+                        Some(ObjectEntry {
+                            etag,
+                            chunks: Vec::new(),
+                            ..entry
+                        })
+                    }
+                    Decision::Extraneous(l) => {
+                        stats
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .objects_extraneous += 1;
+                        extraneous
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(l.key);
+                        None
+                    }
+                    Decision::Copy { entry, .. } => match self.copy(&entry).await {
+                        Ok(put) => {
+                            let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+                            s.objects_copied += 1;
+                            s.bytes_copied += entry.size;
+                            engine.progress.add(1, entry.size);
+                            Some(ObjectEntry {
+                                etag: put.e_tag,
+                                modified: None,
+                                chunks: Vec::new(),
+                                ..entry
+                            })
+                        }
+                        Err(e)
+                            if matches!(
+                                e,
+                                MoverError::Corrupt { .. } | MoverError::Object { .. }
+                            ) =>
+                        {
+                            tracing::error!(
+                                "{}: not restored: {}",
+                                entry.key,
+                                crate::error_chain(&e)
+                            );
+                            let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
+                            f.push(e);
+                            if f.len() >= max_errors {
+                                return Err(MoverError::ObjectsFailed {
+                                    failed: f.len(),
+                                    first: format!("stopped after {max_errors} failures; {}", f[0]),
+                                });
+                            }
+                            None
+                        }
+                        Err(e) => return Err(e),
+                    },
+                })
+            })
+            .try_buffered(engine.limits.window);
+
+        // Record what the target now holds, in key order, as it happens.
+        let mut sink = self.repo.segment_sink();
+        while let Some(state_entry) = outcomes.try_next().await? {
+            if let Some(e) = state_entry {
+                sink.push(&e).await?;
+            }
+        }
+        drop(outcomes);
+        let segments: Vec<SegmentRef> = sink.finish().await?;
+        let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+        stats.objects_failed = failures.len() as u64;
+
+        if opts.delete_extraneous && failures.is_empty() {
+            let keys = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
+            stats.objects_deleted = self.delete(keys).await?;
+        }
+        self.save_state(self.snapshot.id, segments).await?;
+        if let Some(first) = failures.first() {
+            return Err(MoverError::ObjectsFailed {
+                failed: failures.len(),
+                first: crate::error_chain(first),
+            });
+        }
+        Ok(stats)
+    }
+
+    async fn delete(&self, keys: Vec<String>) -> Result<u64> {
+        let n = keys.len() as u64;
+        let paths: Vec<_> = keys.iter().map(|k| Ok(self.target.path(k))).collect();
+        let paths = stream::iter(paths).boxed();
+        let url = self.target.url.to_string();
+        self.target
+            .store
+            .delete_stream(paths)
+            .try_for_each(|_| futures::future::ready(Ok(())))
+            .await
+            .map_err(|e| MoverError::store("delete extraneous objects from", url, e))?;
+        Ok(n)
+    }
+
+    async fn save_state(&self, snapshot: SnapshotId, segments: Vec<SegmentRef>) -> Result<()> {
+        let state = TargetState {
+            url: self.target.url.to_string(),
+            snapshot,
+            time: Utc::now(),
+            segments,
+        };
+        self.repo
+            .write_json(&state_path(&self.target), &state)
+            .await
+    }
+
+    /// Writes one object; the object appears only if every chunk verified.
+    async fn copy(&self, entry: &ObjectEntry) -> Result<PutResult> {
+        let engine = &self.repo.engine;
+        let path = self.target.path(&entry.key);
+        let url = self.target.url.join(&entry.key);
+        let ids = entry.chunk_ids().to_vec();
+        let chunk_size = self.repo.config.object_chunk_size;
+        let _memory = engine
+            .reserve(
+                entry
+                    .size
+                    .min(chunk_size * engine.limits.object_parts as u64),
+            )
+            .await;
+        let chunks = stream::iter(ids)
+            .map(|id| self.repo.read_chunk(id))
+            .buffered(engine.limits.object_parts);
+
+        if entry.size <= engine.limits.multipart_threshold {
+            let parts: Vec<Bytes> = chunks.try_collect().await?;
+            check_size(entry, parts.iter().map(|b| b.len() as u64).sum())?;
+            let _r = engine.request().await;
+            return self
+                .target
+                .store
+                .put(&path, PutPayload::from_iter(parts))
+                .await
+                .map_err(|e| MoverError::store("write", &url, e));
+        }
+
+        let mut upload = {
+            let _r = engine.request().await;
+            self.target
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| MoverError::store("start an upload of", &url, e))?
+        };
+        let result = async {
+            let mut chunks = std::pin::pin!(chunks);
+            let mut in_flight = FuturesUnordered::new();
+            let mut part: Vec<Bytes> = Vec::new();
+            let mut part_len = 0u64;
+            let mut total = 0u64;
+            loop {
+                let next = chunks.try_next().await?;
+                if let Some(c) = &next {
+                    part_len += c.len() as u64;
+                    total += c.len() as u64;
+                    part.push(c.clone());
+                }
+                if part_len >= engine.limits.part_size || (next.is_none() && part_len > 0) {
+                    while in_flight.len() >= engine.limits.object_parts {
+                        in_flight
+                            .try_next()
+                            .await
+                            .map_err(|e| MoverError::store("upload a part of", &url, e))?;
+                    }
+                    let permit = engine.request().await;
+                    let fut = upload.put_part(PutPayload::from_iter(std::mem::take(&mut part)));
+                    in_flight.push(async move {
+                        let r = fut.await;
+                        drop(permit);
+                        r
+                    });
+                    part_len = 0;
+                }
+                if next.is_none() {
+                    break;
+                }
+            }
+            check_size(entry, total)?;
+            while in_flight
+                .try_next()
+                .await
+                .map_err(|e| MoverError::store("upload a part of", &url, e))?
+                .is_some()
+            {}
+            let _r = engine.request().await;
+            upload
+                .complete()
+                .await
+                .map_err(|e| MoverError::store("complete the upload of", &url, e))
+        }
+        .await;
+        if result.is_err() {
+            // Never leave a half-written object or an orphaned upload behind.
+            if let Err(e) = upload.abort().await {
+                tracing::warn!("could not abort the upload of {url}: {e}");
+            }
+        }
+        result
+    }
+}
+
+fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
+    if got != entry.size {
+        return Err(MoverError::Object {
+            key: entry.key.clone(),
+            reason: format!(
+                "its chunks hold {got} bytes, the snapshot says {}",
+                entry.size
+            ),
+        });
+    }
+    Ok(())
+}
