@@ -28,6 +28,11 @@ pub const SAMPLE_LEN: usize = 64 * 1024;
 pub const WORTHWHILE_PERCENT: usize = 95;
 /// Chunks shorter than this are stored raw: too small to compress usefully.
 pub const MIN_COMPRESS_LEN: usize = 128;
+/// No chunk's plaintext is longer: object chunks and dump chunks are capped
+/// at 64 MiB by `RepoConfig::validate`, manifest segments stay far below.
+/// A header that declares more is damaged, and is refused before anything
+/// is allocated for it.
+pub const MAX_CHUNK_LEN: u64 = 256 << 20;
 
 /// How a chunk's payload is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +138,11 @@ fn header(id: &ChunkId, blob: &[u8]) -> Result<(Codec, u64), FormatError> {
         other => return Err(corrupt(&format!("unknown codec {other}"))),
     };
     let len = u64::from_le_bytes(blob[6..14].try_into().expect("8 bytes"));
+    if len > MAX_CHUNK_LEN {
+        return Err(corrupt(&format!(
+            "header declares {len} bytes, more than any chunk holds"
+        )));
+    }
     Ok((codec, len))
 }
 
@@ -164,8 +174,16 @@ fn decode_unverified<'a>(id: &ChunkId, blob: &'a [u8]) -> Result<Cow<'a, [u8]>, 
             Ok(Cow::Borrowed(payload))
         }
         Codec::Zstd => {
-            let plain = zstd::bulk::decompress(payload, len)
+            // Stream-decode at most len + 1 bytes: memory follows what the
+            // payload really holds, not what a damaged header claims.
+            let mut plain = Vec::new();
+            let decoder = zstd::stream::read::Decoder::new(payload)
                 .map_err(|e| corrupt(format!("zstd payload does not decode: {e}")))?;
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(decoder, len as u64 + 1),
+                &mut plain,
+            )
+            .map_err(|e| corrupt(format!("zstd payload does not decode: {e}")))?;
             if plain.len() != len {
                 return Err(corrupt(format!(
                     "decompressed to {} bytes, header says {len}",
@@ -226,6 +244,13 @@ mod tests {
             // Truncation and a wrong id.
             assert!(decode(&e.id, &blob[..blob.len() - 1]).is_err());
             assert!(decode(&e.id, &blob[..5]).is_err());
+            // A damaged length field is refused, not allocated.
+            let mut huge = blob.clone();
+            huge[6..14].copy_from_slice(&u64::MAX.to_le_bytes());
+            assert!(decode(&e.id, &huge).is_err());
+            let mut longer = blob.clone();
+            longer[6..14].copy_from_slice(&(plain.len() as u64 + 1).to_le_bytes());
+            assert!(decode(&e.id, &longer).is_err());
             assert!(matches!(
                 decode(&ChunkId::of(b"other"), &blob),
                 Err(FormatError::HashMismatch { .. })

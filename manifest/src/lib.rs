@@ -42,8 +42,9 @@
 //! chunks of the next dump.
 //!
 //! **Manifests.** A snapshot's object listing is a sequence of *segments*:
-//! chunks whose plaintext is JSON lines of [`ObjectEntry`], sorted by key
-//! (byte order, as S3 lists). Segment boundaries are cut where the blake3 of
+//! chunks whose plaintext is JSON lines of [`ObjectEntry`], sorted by key in
+//! *path order* ([`diff::key_order`]: bytes, with `/` before every other
+//! byte — the order of a depth-first walk). Segment boundaries are cut where the blake3 of
 //! a key meets a condition (see [`segment`]), so an unchanged key range
 //! produces byte-identical segments and costs nothing in the next snapshot.
 //!

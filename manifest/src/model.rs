@@ -52,6 +52,8 @@ impl RepoConfig {
     pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
     /// ~4096 entries (~200 KiB compressed) per segment.
     pub const DEFAULT_SEGMENT_ENTRIES: u32 = 4096;
+    /// The largest object or dump chunk a repository may be configured for.
+    pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
 
     pub fn new(id: RepoId, created: DateTime<Utc>) -> Self {
         Self {
@@ -94,9 +96,11 @@ impl RepoConfig {
                 supported: FORMAT_VERSION,
             });
         }
-        if !tree::valid_chunk_size(self.object_chunk_size) {
+        if !tree::valid_chunk_size(self.object_chunk_size)
+            || self.object_chunk_size > Self::MAX_CHUNK_SIZE
+        {
             return Err(invalid(format!(
-                "object_chunk_size {} is not a power of two of at least 1024",
+                "object_chunk_size {} is not a power of two from 1 KiB to 64 MiB",
                 self.object_chunk_size
             )));
         }

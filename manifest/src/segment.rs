@@ -1,4 +1,5 @@
-//! Manifest segments: sorted runs of [`ObjectEntry`] as JSON lines.
+//! Manifest segments: runs of [`ObjectEntry`] as JSON lines, in key order
+//! ([`key_order`]: path order).
 //!
 //! A writer cuts a segment after an entry whose key hashes to a boundary
 //! (about one key in `segment_entries`), so the cut points depend only on the
@@ -6,6 +7,7 @@
 //! byte-identical segment, hence the same chunk id, which the repository
 //! already holds. A hard cap of 4× the average bounds a segment's size.
 
+use crate::diff::key_order;
 use crate::{FormatError, ObjectEntry};
 
 /// A finished segment: plaintext ready to be stored as a chunk.
@@ -47,7 +49,10 @@ impl SegmentWriter {
             entries: 0,
             bytes: 0,
         });
-        debug_assert!(seg.entries == 0 || seg.last < entry.key, "keys must ascend");
+        debug_assert!(
+            seg.entries == 0 || key_order(&seg.last, &entry.key).is_lt(),
+            "keys must ascend in path order"
+        );
         serde_json::to_writer(&mut seg.plain, entry).expect("entries serialize");
         seg.plain.push(b'\n');
         seg.last.clone_from(&entry.key);
@@ -80,7 +85,7 @@ pub fn parse(plain: &[u8], what: &str) -> Result<Vec<ObjectEntry>, FormatError> 
             source,
         })?;
         if let Some(prev) = out.last() {
-            if prev.key >= e.key {
+            if key_order(&prev.key, &e.key).is_ge() {
                 return Err(FormatError::Invalid {
                     what: what.into(),
                     reason: format!("keys out of order: {:?} then {:?}", prev.key, e.key),

@@ -245,7 +245,7 @@ async fn read_object(
             Err(ReadError::Changed) => {
                 // Overwritten since it was listed: read the new version.
                 let _r = repo.engine.request().await;
-                match source.store.head(&source.path(&listed.key)).await {
+                match source.store.head(&source.key_path(&listed.key)?).await {
                     Ok(m) => {
                         listed = Listed {
                             key: listed.key,
@@ -313,7 +313,7 @@ async fn read_version(
                 .min(chunk_size * engine.limits.object_parts as u64),
         )
         .await;
-    let path = source.path(&listed.key);
+    let path = source.key_path(&listed.key)?;
     let level = repo.config.zstd_level;
 
     let parts: Vec<(ChunkId, Option<[u8; 32]>, u64)> = stream::iter(0..n)

@@ -1,14 +1,25 @@
 //! Sorted listings. Backup and restore merge a listing with a manifest in one
-//! pass, so every listing must come in key (byte) order, streamed page by
-//! page: a bucket of millions of keys never sits in memory.
+//! pass, so every listing must come in key order (path order, see
+//! [`haul_manifest::diff::key_order`]), streamed page by page: a bucket of
+//! millions of keys never sits in memory.
 //!
-//! S3, GCS, Azure and the in-memory store list in key order already. Local
-//! directories do not; they are walked depth-first with each directory's
-//! entries sorted as if directory names ended in `/`, which yields exactly
-//! the byte order of the full keys.
+//! Stores disagree on order. AWS S3, GCS, Azure and the in-memory store list
+//! in byte order, where `a-b` comes before `a/x`; SeaweedFS lists in path
+//! order, where everything under `a/` comes first. [`sorted`] accepts either
+//! and yields path order: a key is held back only while keys that sort
+//! before it in path order may still arrive, which in byte order can only
+//! happen for keys with a byte below `/` (space, `!`..`.`) right where a
+//! sibling directory begins. Pachyderm's `chunk/<hash>.<gen>` keys are held
+//! for one key at most. Whatever the store does, the output is checked to be
+//! strictly ascending, so a store with yet another order fails loudly
+//! instead of producing a wrong plan. Local directories are walked
+//! depth-first in path order.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use haul_manifest::diff::key_order;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
@@ -30,8 +41,7 @@ impl haul_manifest::diff::Keyed for Listed {
     }
 }
 
-/// Lists everything under `loc`, in key order. Fails (rather than yield a
-/// wrong plan) if the store ever returns keys out of order.
+/// Lists everything under `loc` in path order.
 pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
     let base = loc.clone();
     let raw: BoxStream<'static, Result<ObjectMeta>> = match loc.url.scheme {
@@ -44,27 +54,107 @@ pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
                 .boxed()
         }
     };
-    let url = loc.url.to_string();
-    let mut prev: Option<String> = None;
-    raw.map(move |m| {
-        let m = m?;
-        let key = base.relative(&m.location);
-        if let Some(p) = &prev {
-            if p.as_bytes() >= key.as_bytes() {
-                return Err(MoverError::Unsorted {
-                    url: url.clone(),
-                    prev: p.clone(),
-                    key,
-                });
-            }
-        }
-        prev = Some(key.clone());
-        Ok(Listed {
-            key,
+    let listed = raw
+        .map_ok(move |m| Listed {
+            key: base.relative(&m.location),
             size: m.size,
             etag: m.e_tag,
             modified: m.last_modified,
         })
+        .boxed();
+    to_path_order(listed, loc.url.to_string())
+}
+
+/// A key ordered by [`key_order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PathKey(String);
+
+impl Ord for PathKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        key_order(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for PathKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Can `key` be released, given that every key still to come sorts after
+/// `max_seen` in byte order? Only keys of the form `key[..j] + "/" + …`, where
+/// `key[j]` is the first byte below `/`, can still precede it in path order;
+/// they all sort below `key[..j] + "0"` in byte order.
+fn released(key: &str, max_seen: &str) -> bool {
+    match key.bytes().position(|c| c < b'/') {
+        None => true,
+        Some(j) => {
+            let mut bound = key.as_bytes()[..j].to_vec();
+            bound.push(b'/' + 1);
+            max_seen.as_bytes() >= bound.as_slice()
+        }
+    }
+}
+
+/// Brings a byte-ordered or path-ordered listing into path order.
+fn to_path_order(
+    input: BoxStream<'static, Result<Listed>>,
+    url: String,
+) -> BoxStream<'static, Result<Listed>> {
+    struct State {
+        input: BoxStream<'static, Result<Listed>>,
+        pending: BTreeMap<PathKey, Listed>,
+        max_seen: String,
+        last_out: Option<String>,
+        done: bool,
+        url: String,
+    }
+    let st = State {
+        input,
+        pending: BTreeMap::new(),
+        max_seen: String::new(),
+        last_out: None,
+        done: false,
+        url,
+    };
+    stream::try_unfold(st, |mut st| async move {
+        loop {
+            if let Some((k, _)) = st.pending.first_key_value() {
+                if st.done || released(&k.0, &st.max_seen) {
+                    let (_, item) = st.pending.pop_first().expect("non-empty");
+                    if let Some(prev) = &st.last_out {
+                        if key_order(prev, &item.key).is_ge() {
+                            return Err(MoverError::Unsorted {
+                                url: st.url.clone(),
+                                prev: prev.clone(),
+                                key: item.key,
+                            });
+                        }
+                    }
+                    st.last_out = Some(item.key.clone());
+                    return Ok(Some((item, st)));
+                }
+            } else if st.done {
+                return Ok(None);
+            }
+            match st.input.next().await {
+                None => st.done = true,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(item)) => {
+                    if item.key.as_bytes() > st.max_seen.as_bytes() {
+                        st.max_seen.clone_from(&item.key);
+                    }
+                    let prev = st.pending.insert(PathKey(item.key.clone()), item);
+                    if let Some(dup) = prev {
+                        return Err(MoverError::Unsorted {
+                            url: st.url.clone(),
+                            prev: dup.key.clone(),
+                            key: dup.key,
+                        });
+                    }
+                }
+            }
+        }
     })
     .boxed()
 }
@@ -99,8 +189,8 @@ fn walk_sorted(loc: Location) -> BoxStream<'static, Result<ObjectMeta>> {
                                 .map(|p| (format!("{p}/"), Item::Dir(p))),
                         )
                         .collect();
-                    // Reverse order onto the stack so the smallest pops first.
-                    children.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
+                    // Reverse path order onto the stack so the smallest pops first.
+                    children.sort_by(|a, b| key_order(&b.0, &a.0));
                     stack.extend(children.into_iter().map(|(_, i)| i));
                 }
             }
@@ -135,28 +225,81 @@ mod tests {
     use super::*;
     use crate::location::{StoreConfig, StoreUrl};
     use object_store::{ObjectStoreExt, PutPayload};
+    use proptest::prelude::*;
+
+    fn listed(keys: &[String]) -> BoxStream<'static, Result<Listed>> {
+        let items: Vec<Result<Listed>> = keys
+            .iter()
+            .map(|k| {
+                Ok(Listed {
+                    key: k.clone(),
+                    size: 0,
+                    etag: None,
+                    modified: DateTime::<Utc>::MIN_UTC,
+                })
+            })
+            .collect();
+        stream::iter(items).boxed()
+    }
+
+    async fn reorder(keys: &[String]) -> Result<Vec<String>> {
+        to_path_order(listed(keys), "test".into())
+            .map_ok(|l| l.key)
+            .try_collect()
+            .await
+    }
 
     #[tokio::test]
-    async fn local_walk_is_in_byte_order() {
+    async fn byte_and_path_ordered_listings_come_out_in_path_order() {
+        let byte: Vec<String> = [
+            "a", "a b", "a!", "a-b", "a/b", "a/b-c", "a/b/c", "dir-file", "dir/file",
+        ]
+        .map(String::from)
+        .to_vec();
+        let path: Vec<String> = [
+            "a", "a/b", "a/b/c", "a/b-c", "a b", "a!", "a-b", "dir/file", "dir-file",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(reorder(&byte).await.unwrap(), path);
+        assert_eq!(reorder(&path).await.unwrap(), path);
+        // Any other order fails loudly.
+        let bad: Vec<String> = ["b", "a"].map(String::from).to_vec();
+        assert!(matches!(
+            reorder(&bad).await,
+            Err(MoverError::Unsorted { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_byte_or_path_sorted_set_is_reordered(set in proptest::collection::btree_set("[ab/ .-]{1,6}", 0..80)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let byte: Vec<String> = set.iter().cloned().collect();
+            let mut path = byte.clone();
+            path.sort_by(|a, b| key_order(a, b));
+            prop_assert_eq!(rt.block_on(reorder(&byte)).unwrap(), path.clone());
+            prop_assert_eq!(rt.block_on(reorder(&path)).unwrap(), path);
+        }
+    }
+
+    #[tokio::test]
+    async fn local_walk_is_in_path_order() {
         let dir = tempfile::tempdir().unwrap();
         let url = StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
         let loc = StoreConfig::default().open(&url, false).unwrap();
         let keys = [
-            "a-c", "a/b", "a/b-", "a/b/c", "a0", "b", "é/x", "Z", "a/a/a/a",
+            "a-c", "a/b-", "a/b/c", "a0", "b", "é/x", "Z", "a/a/a/a", "a.txt",
         ];
         for k in keys {
             loc.store
-                .put(&loc.path(k), PutPayload::from_static(b"x"))
+                .put(&loc.key_path(k).unwrap(), PutPayload::from_static(b"x"))
                 .await
                 .unwrap();
         }
-        let listed: Vec<String> = sorted(&loc).map_ok(|l| l.key).try_collect().await.unwrap();
+        let got: Vec<String> = sorted(&loc).map_ok(|l| l.key).try_collect().await.unwrap();
         let mut want: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
-        // "a/b" is both a file and a directory on S3, not on a file system.
-        want.retain(|k| k != "a/b");
-        want.sort();
-        let mut got = listed.clone();
-        got.retain(|k| k != "a/b");
+        want.sort_by(|a, b| key_order(a, b));
         assert_eq!(got, want);
     }
 }

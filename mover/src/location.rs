@@ -205,12 +205,15 @@ pub struct StoreSettings {
     pub virtual_hosted_style: Option<bool>,
 }
 
+/// Reads an environment variable (the process environment unless replaced in tests).
+type EnvReader = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Everything needed to open stores: the `[[store]]` sections and a way to
 /// read the environment (replaceable in tests).
 #[derive(Clone, Default)]
 pub struct StoreConfig {
     pub stores: Vec<StoreSettings>,
-    env: Option<Arc<dyn Fn(&str) -> Option<String> + Send + Sync>>,
+    env: Option<EnvReader>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -308,27 +311,21 @@ impl StoreConfig {
             }
             Scheme::S3 => (
                 Arc::new(self.s3_builder(url)?.build().map_err(fail)?),
-                Path::from(url.prefix.as_str()),
+                prefix_path(url)?,
             ),
             Scheme::Gcs => {
                 let b = GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(&url.bucket)
                     .with_client_options(self.client_options()?)
                     .with_retry(retry());
-                (
-                    Arc::new(b.build().map_err(fail)?),
-                    Path::from(url.prefix.as_str()),
-                )
+                (Arc::new(b.build().map_err(fail)?), prefix_path(url)?)
             }
             Scheme::Azure => {
                 let b = MicrosoftAzureBuilder::from_env()
                     .with_container_name(&url.bucket)
                     .with_client_options(self.client_options()?)
                     .with_retry(retry());
-                (
-                    Arc::new(b.build().map_err(fail)?),
-                    Path::from(url.prefix.as_str()),
-                )
+                (Arc::new(b.build().map_err(fail)?), prefix_path(url)?)
             }
         };
         Ok(Location {
@@ -490,6 +487,14 @@ impl StoreConfig {
     }
 }
 
+/// The URL's prefix as a store path, verbatim.
+fn prefix_path(url: &StoreUrl) -> Result<Path> {
+    Path::parse(&url.prefix).map_err(|e| MoverError::BadUrl {
+        url: url.to_string(),
+        reason: format!("the prefix is not a valid key: {e}"),
+    })
+}
+
 /// Retries with backoff for transient errors; bounded so a dead endpoint
 /// fails in well under a minute instead of hanging.
 fn retry() -> RetryConfig {
@@ -527,13 +532,31 @@ impl fmt::Debug for Location {
 }
 
 impl Location {
-    /// The store path of `key`, a key relative to this location.
-    pub fn path(&self, key: &str) -> Path {
-        if self.prefix.as_ref().is_empty() {
-            Path::from(key)
+    /// The store path of an object key relative to this location, taken
+    /// verbatim: `Path::from` would percent-encode non-ASCII and some
+    /// punctuation, silently addressing another object. Keys with empty,
+    /// `.` or `..` segments or control characters cannot be addressed.
+    pub fn key_path(&self, key: &str) -> Result<Path> {
+        let full = if self.prefix.as_ref().is_empty() {
+            key.to_owned()
         } else {
-            Path::from(format!("{}/{key}", self.prefix))
-        }
+            format!("{}/{key}", self.prefix)
+        };
+        Path::parse(&full).map_err(|e| MoverError::Object {
+            key: key.to_owned(),
+            reason: format!("this key cannot be addressed through object_store paths: {e}"),
+        })
+    }
+
+    /// The store path of one of haul's own names (`chunks/ab/…`,
+    /// `snapshots/….json`): plain ASCII, so building it cannot fail.
+    pub fn path(&self, name: &str) -> Path {
+        debug_assert!(
+            name.bytes().all(|b| b.is_ascii_graphic()),
+            "internal name {name:?}"
+        );
+        self.key_path(name)
+            .expect("haul's own names are valid paths")
     }
 
     /// `key` relative to this location, from a full store path.

@@ -265,7 +265,7 @@ impl<'a> Restore<'a> {
         let mut body = self
             .target
             .store
-            .get(&self.target.path(key))
+            .get(&self.target.key_path(key)?)
             .await
             .map_err(|e| MoverError::store("read", &url, e))?
             .into_stream();
@@ -322,7 +322,7 @@ impl<'a> Restore<'a> {
             .progress
             .start("restore", plan.objects_to_copy(), plan.bytes_to_copy());
         let stats = Mutex::new(RestoreStats::default());
-        let failures: Mutex<Vec<MoverError>> = Mutex::new(Vec::new());
+        let failures: Mutex<Vec<(String, MoverError)>> = Mutex::new(Vec::new());
         let extraneous: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let max_errors = engine.limits.max_object_errors;
 
@@ -377,11 +377,15 @@ impl<'a> Restore<'a> {
                                 crate::error_chain(&e)
                             );
                             let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                            f.push(e);
+                            f.push((entry.key.clone(), e));
                             if f.len() >= max_errors {
                                 return Err(MoverError::ObjectsFailed {
                                     failed: f.len(),
-                                    first: format!("stopped after {max_errors} failures; {}", f[0]),
+                                    first: format!(
+                                        "stopped after {max_errors} failures; {}: {}",
+                                        f[0].0,
+                                        crate::error_chain(&f[0].1)
+                                    ),
                                 });
                             }
                             None
@@ -410,10 +414,10 @@ impl<'a> Restore<'a> {
             stats.objects_deleted = self.delete(keys).await?;
         }
         self.save_state(self.snapshot.id, segments).await?;
-        if let Some(first) = failures.first() {
+        if let Some((key, e)) = failures.first() {
             return Err(MoverError::ObjectsFailed {
                 failed: failures.len(),
-                first: crate::error_chain(first),
+                first: format!("{key}: {}", crate::error_chain(e)),
             });
         }
         Ok(stats)
@@ -421,7 +425,17 @@ impl<'a> Restore<'a> {
 
     async fn delete(&self, keys: Vec<String>) -> Result<u64> {
         let n = keys.len() as u64;
-        let paths: Vec<_> = keys.iter().map(|k| Ok(self.target.path(k))).collect();
+        let paths: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                self.target
+                    .key_path(k)
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "target",
+                        source: Box::new(e),
+                    })
+            })
+            .collect();
         let paths = stream::iter(paths).boxed();
         let url = self.target.url.to_string();
         self.target
@@ -448,7 +462,7 @@ impl<'a> Restore<'a> {
     /// Writes one object; the object appears only if every chunk verified.
     async fn copy(&self, entry: &ObjectEntry) -> Result<PutResult> {
         let engine = &self.repo.engine;
-        let path = self.target.path(&entry.key);
+        let path = self.target.key_path(&entry.key)?;
         let url = self.target.url.join(&entry.key);
         let ids = entry.chunk_ids().to_vec();
         let chunk_size = self.repo.config.object_chunk_size;
