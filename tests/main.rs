@@ -1,1 +1,10 @@
+//! haul's one integration-test binary. Tests drive the real `haul` binary
+//! against a real S3 server (SeaweedFS on 127.0.0.1), local files and
+//! memory. Start the services with `bash scripts/test.sh`, which runs this
+//! suite; run alone, the S3 tests fail with a message saying so.
 
+mod bad_input;
+mod bucket_e2e;
+mod cli_output;
+mod common;
+mod conformance;

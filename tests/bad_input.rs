@@ -1,0 +1,152 @@
+//! Bad input gets a clear error, a non-zero exit, and writes nothing.
+
+use crate::common::{Haul, S3, keys, noise, put};
+
+#[tokio::test]
+async fn repository_overlapping_the_source_is_refused() {
+    let s3 = S3::from_env();
+    let b = s3.bucket("overlap");
+    put(&*s3.store(&b), "data/x", noise(10, 1)).await;
+    for (source, repo) in [
+        (format!("s3://{b}/data"), format!("s3://{b}/data/backup")),
+        (format!("s3://{b}/data"), format!("s3://{b}")),
+        (format!("s3://{b}"), format!("s3://{b}/repo")),
+    ] {
+        s3.haul()
+            .run(["backup", "--source", &source, "--repo", &repo])
+            .fails_with(1, "overlaps");
+    }
+    // Neither refusal wrote anything.
+    assert_eq!(keys(&*s3.store(&b), "").await, vec!["data/x".to_owned()]);
+    // A sibling prefix is not an overlap.
+    let ok_repo = format!("s3://{b}/data-backup");
+    s3.haul().run(["init", &ok_repo]).ok();
+    s3.haul()
+        .run([
+            "backup",
+            "--source",
+            &format!("s3://{b}/data"),
+            "--repo",
+            &ok_repo,
+        ])
+        .ok();
+}
+
+#[test]
+fn unknown_scheme_and_malformed_urls_are_refused() {
+    Haul::new()
+        .run(["init", "ftp://host/x"])
+        .fails_with(1, "unknown scheme \"ftp\"");
+    Haul::new()
+        .run(["init", "bucket/prefix"])
+        .fails_with(1, "expected SCHEME://");
+    Haul::new()
+        .run(["init", "file://relative/path"])
+        .fails_with(1, "absolute path");
+    let r = Haul::new()
+        .run(["init", "s3://AKIAXXXX:hunter2secret@bucket/p"])
+        .fails_with(1, "credentials");
+    assert!(!r.stderr.contains("hunter2secret"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn missing_bucket_wrong_credentials_and_non_repositories() {
+    let s3 = S3::from_env();
+    let repo_bucket = s3.bucket("errs");
+    let repo = format!("s3://{repo_bucket}/repo");
+    s3.haul().run(["init", &repo]).ok();
+
+    // A source bucket that does not exist: clear error, no snapshot.
+    s3.haul()
+        .run([
+            "backup",
+            "--source",
+            "s3://no-such-bucket-haul-test/x",
+            "--repo",
+            &repo,
+        ])
+        .fails_with(1, "does not exist");
+    let snaps = s3
+        .haul()
+        .run(["--json", "snapshots", "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(0));
+
+    // Wrong credentials: access denied, and the secret is never printed.
+    let secret = "wrong-secret-value-7f3a9c";
+    let r = s3
+        .haul()
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .run(["snapshots", "--repo", &repo])
+        .fails_with(1, "access denied");
+    assert!(!r.stderr.contains(secret) && !r.stdout.contains(secret));
+    assert!(!r.stderr.contains(&s3.secret));
+
+    // A location that holds no repository.
+    s3.haul()
+        .run([
+            "snapshots",
+            "--repo",
+            &format!("s3://{repo_bucket}/elsewhere"),
+        ])
+        .fails_with(1, "is not a haul repository")
+        .fails_with(1, "haul init");
+    let dir = tempfile::tempdir().expect("tempdir");
+    Haul::new()
+        .run([
+            "snapshots",
+            "--repo",
+            &format!("file://{}", dir.path().display()),
+        ])
+        .fails_with(1, "not a haul repository");
+
+    // init refuses a location that holds data, or a repository already.
+    s3.haul().run(["init", &repo]).fails_with(1, "already");
+    let data_bucket = s3.bucket("full");
+    put(&*s3.store(&data_bucket), "something", noise(3, 3)).await;
+    s3.haul()
+        .run(["init", &format!("s3://{data_bucket}")])
+        .fails_with(1, "not empty");
+
+    // Unknown snapshot ids, for restore and verify; nothing restored.
+    let target = s3.bucket("tgt");
+    s3.haul()
+        .run([
+            "restore",
+            "0123456789abcdef",
+            "--repo",
+            &repo,
+            "--to",
+            &format!("s3://{target}"),
+        ])
+        .fails_with(1, "no snapshot \"0123456789abcdef\"");
+    s3.haul()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--to",
+            &format!("s3://{target}"),
+        ])
+        .fails_with(1, "no snapshot");
+    s3.haul()
+        .run(["verify", "beef", "--repo", &repo])
+        .fails_with(1, "no snapshot");
+    assert!(keys(&*s3.store(&target), "").await.is_empty());
+}
+
+#[test]
+fn unreachable_endpoint_fails_fast_with_a_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}/repo", dir.path().display());
+    Haul::new().run(["init", &repo]).ok();
+    // Port 9 (discard) is closed on loopback: connection refused.
+    Haul::new()
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .run(["backup", "--source", "s3://bucket/x", "--repo", &repo])
+        .fails_with(1, "did not answer");
+}

@@ -1,0 +1,301 @@
+//! End to end through the `haul` binary: back up a bucket, change it, back up
+//! again, restore, refresh, verify, and survive a corrupt chunk.
+
+use std::collections::BTreeMap;
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use crate::common::{Haul, S3, contents, keys, noise, put};
+
+/// A bucket shaped like a small Pachyderm cluster: chunk objects of varied
+/// sizes (two span several 8 MiB repository chunks), and a few small files.
+fn dataset() -> BTreeMap<String, Vec<u8>> {
+    let mut d = BTreeMap::new();
+    for i in 0..40u64 {
+        d.insert(
+            format!("chunk/{i:04}.0"),
+            noise(1000 + (i as usize * 7919) % 90_000, i),
+        );
+    }
+    d.insert("chunk/big.0".into(), noise(20 << 20, 100));
+    d.insert("chunk/exact.0".into(), noise(16 << 20, 101));
+    d.insert("meta/empty".into(), Vec::new());
+    d.insert("meta/text".into(), b"pachyderm metadata ".repeat(10_000));
+    d
+}
+
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_backup_change_backup_restore_refresh_verify() {
+    let s3 = S3::from_env();
+    let src_bucket = s3.bucket("src");
+    let repo_bucket = s3.bucket("repo");
+    let src = s3.store(&src_bucket);
+    let data = dataset();
+    for (k, v) in &data {
+        put(&*src, &format!("data/{k}"), v.clone()).await;
+    }
+    let source = format!("s3://{src_bucket}/data");
+    let repo = format!("s3://{repo_bucket}/backups/pach");
+    let haul = || s3.haul();
+
+    haul().run(["init", &repo]).ok();
+
+    // Full backup: everything read once.
+    let b1 = haul()
+        .run(["--json", "backup", "--source", &source, "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(num(&b1, "objects"), data.len() as u64);
+    assert_eq!(num(&b1, "objects_read"), data.len() as u64);
+    assert_eq!(
+        num(&b1, "bytes"),
+        data.values().map(|v| v.len() as u64).sum::<u64>()
+    );
+    assert!(num(&b1, "chunks_uploaded") >= data.len() as u64);
+    let snap1 = b1["snapshot"].as_str().expect("id").to_owned();
+
+    // Change the source: add two, overwrite one with the same size, delete one.
+    put(&*src, "data/chunk/new-a.0", noise(5000, 200)).await;
+    put(&*src, "data/chunk/new-b.0", noise(7000, 201)).await;
+    let same_size = noise(data["chunk/0003.0"].len(), 202);
+    put(&*src, "data/chunk/0003.0", same_size.clone()).await;
+    src.delete(&Path::from("data/chunk/0005.0"))
+        .await
+        .expect("delete");
+
+    // The dry run predicts exactly the delta and writes nothing.
+    let plan = haul()
+        .run([
+            "--json",
+            "backup",
+            "--dry-run",
+            "--source",
+            &source,
+            "--repo",
+            &repo,
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (num(&plan, "objects_new"), num(&plan, "objects_changed")),
+        (2, 1),
+        "{plan}"
+    );
+    assert_eq!(num(&plan, "objects_removed"), 1);
+
+    // Incremental backup: only the three changed objects are read.
+    let b2 = haul()
+        .run(["--json", "backup", "--source", &source, "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(b2["parent"].as_str(), Some(snap1.as_str()));
+    assert_eq!(num(&b2, "objects_read"), 3, "{b2}");
+    assert_eq!(num(&b2, "objects_new"), 2);
+    assert_eq!(
+        num(&b2, "objects_changed"),
+        1,
+        "same-size overwrite must be caught"
+    );
+    assert_eq!(num(&b2, "objects_removed"), 1);
+    assert_eq!(num(&b2, "objects_unchanged"), data.len() as u64 - 2);
+    assert_eq!(num(&b2, "bytes_read"), 5000 + 7000 + same_size.len() as u64);
+    assert_eq!(num(&b2, "objects"), data.len() as u64 + 1);
+
+    // The listing shows both snapshots, the second pointing at the first.
+    let snaps = haul()
+        .run(["--json", "snapshots", "--repo", &repo])
+        .ok()
+        .json();
+    let snaps = snaps.as_array().expect("array");
+    assert_eq!(snaps.len(), 2);
+    assert_eq!(snaps[1]["parent"].as_str(), Some(snap1.as_str()));
+
+    // Restore the latest snapshot into an empty bucket; compare every byte.
+    // A low multipart threshold sends the 16 and 20 MiB objects through multipart.
+    let dst_bucket = s3.bucket("dst");
+    let target = format!("s3://{dst_bucket}/restored");
+    let r1 = haul()
+        .run([
+            "--json",
+            "--multipart-threshold-mib",
+            "8",
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--to",
+            &target,
+        ])
+        .ok()
+        .json();
+    assert_eq!(num(&r1, "objects_copied"), data.len() as u64 + 1);
+    assert_eq!(num(&r1, "objects_skipped"), 0);
+    let dst = s3.store(&dst_bucket);
+    assert_eq!(
+        contents(&*dst, "restored").await,
+        contents(&*src, "data").await
+    );
+
+    // Restoring the same snapshot again moves nothing.
+    let again = haul()
+        .run([
+            "--json", "restore", "latest", "--repo", &repo, "--to", &target,
+        ])
+        .ok()
+        .json();
+    assert_eq!(num(&again, "objects_copied"), 0, "{again}");
+
+    // Restore the older snapshot over the newer target: only the difference
+    // moves (the overwritten object and the deleted one); the two objects
+    // added later are extraneous and kept until asked to delete them.
+    let older = haul()
+        .run([
+            "--json", "restore", &snap1, "--repo", &repo, "--to", &target,
+        ])
+        .ok()
+        .json();
+    assert_eq!(num(&older, "objects_copied"), 2, "{older}");
+    assert_eq!(num(&older["plan"], "objects_missing"), 1);
+    assert_eq!(num(&older["plan"], "objects_different"), 1);
+    assert_eq!(num(&older, "objects_extraneous"), 2);
+    assert_eq!(num(&older, "objects_deleted"), 0);
+    assert!(
+        dst.head(&Path::from("restored/chunk/new-a.0"))
+            .await
+            .is_ok(),
+        "extraneous objects are kept"
+    );
+    let exact = haul()
+        .run([
+            "--json",
+            "restore",
+            &snap1,
+            "--repo",
+            &repo,
+            "--to",
+            &target,
+            "--delete-extraneous",
+        ])
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            num(&exact, "objects_copied"),
+            num(&exact, "objects_deleted")
+        ),
+        (0, 2),
+        "{exact}"
+    );
+    let want: Vec<(String, Vec<u8>)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(
+        contents(&*dst, "restored").await,
+        want,
+        "the target equals the first snapshot exactly"
+    );
+
+    // Verify: sound, then one damaged chunk is found and named.
+    haul().run(["verify", "--repo", &repo, "--read-data"]).ok();
+    let victim = &data["chunk/0007.0"];
+    let id = blake3::hash(victim).to_hex().to_string();
+    let chunk = Path::from(format!("backups/pach/chunks/{}/{id}", &id[..2]));
+    let repo_store = s3.store(&repo_bucket);
+    let mut blob = repo_store
+        .get(&chunk)
+        .await
+        .expect("chunk exists")
+        .bytes()
+        .await
+        .expect("bytes")
+        .to_vec();
+    let mid = blob.len() / 2;
+    blob[mid] ^= 0xff;
+    repo_store
+        .put(&chunk, blob.into())
+        .await
+        .expect("damage the chunk");
+    haul().run(["verify", "--repo", &repo]).ok(); // every chunk still exists
+    let v = haul()
+        .run(["verify", "--repo", &repo, "--read-data"])
+        .fails_with(3, "damaged");
+    assert!(
+        v.stdout.contains(&id),
+        "verify names the damaged chunk:\n{}",
+        v.stdout
+    );
+
+    // A restore meets the damaged chunk: that object is never written, the
+    // others are, and haul exits 3 naming it.
+    let fresh = s3.bucket("fresh");
+    let r = haul().run([
+        "restore",
+        &snap1,
+        "--repo",
+        &repo,
+        "--to",
+        &format!("s3://{fresh}"),
+    ]);
+    let r = r.fails_with(3, &id[..16]);
+    assert!(r.stderr.contains("chunk/0007.0"), "{}", r.stderr);
+    let restored = keys(&*s3.store(&fresh), "").await;
+    assert!(
+        !restored.contains(&"chunk/0007.0".to_owned()),
+        "a damaged object is never written"
+    );
+    assert_eq!(restored.len(), data.len() - 1);
+}
+
+#[test]
+fn local_backup_and_restore_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    for (k, v) in dataset()
+        .into_iter()
+        .filter(|(k, _)| !k.contains("big") && !k.contains("exact"))
+    {
+        let p = src.join(&k);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, v).expect("write");
+    }
+    let repo = format!("file://{}/repo", dir.path().display());
+    let source = format!("file://{}", src.display());
+    Haul::new().run(["init", &repo]).ok();
+    Haul::new()
+        .run(["backup", "--source", &source, "--repo", &repo])
+        .ok();
+    // Overwrite with the same size: the mtime changes, so the object is read.
+    std::fs::write(src.join("meta/text"), b"PACHYDERM METADATA ".repeat(10_000)).expect("rewrite");
+    let b = Haul::new()
+        .run(["--json", "backup", "--source", &source, "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(num(&b, "objects_read"), 1, "{b}");
+    let out = dir.path().join("out");
+    Haul::new()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--to",
+            &format!("file://{}", out.display()),
+        ])
+        .ok();
+    for (k, _) in dataset()
+        .into_iter()
+        .filter(|(k, _)| !k.contains("big") && !k.contains("exact"))
+    {
+        assert_eq!(
+            std::fs::read(out.join(&k)).expect("restored"),
+            std::fs::read(src.join(&k)).expect("source"),
+            "{k}"
+        );
+    }
+    Haul::new()
+        .run(["verify", "--repo", &repo, "--read-data"])
+        .ok();
+}

@@ -1,0 +1,46 @@
+//! The CLI's teaching surface: help texts and exit codes.
+
+use crate::common::Haul;
+
+#[test]
+fn help_teaches_the_commands() {
+    let h = Haul::new().run(["--help"]).ok();
+    for word in [
+        "init",
+        "backup",
+        "snapshots",
+        "restore",
+        "verify",
+        "AWS_PROFILE",
+        "--config",
+        "Examples:",
+    ] {
+        assert!(
+            h.stdout.contains(word),
+            "--help lacks {word}:\n{}",
+            h.stdout
+        );
+    }
+    let r = Haul::new().run(["restore", "--help"]).ok();
+    for word in [
+        "--delete-extraneous",
+        "--dry-run",
+        "missing",
+        "extraneous",
+        "latest",
+    ] {
+        assert!(
+            r.stdout.contains(word),
+            "restore --help lacks {word}:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let r = Haul::new().run(["backup", "--source"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = Haul::new().run(["frobnicate"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

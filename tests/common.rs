@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: running `haul`, reaching the
+//! test S3 server, making data.
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Connection settings of the test S3 server, from `scripts/services.sh`.
+#[derive(Debug, Clone)]
+pub struct S3 {
+    pub endpoint: String,
+    pub key: String,
+    pub secret: String,
+}
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `bash scripts/test.sh`, which starts SeaweedFS and PostgreSQL")
+    })
+}
+
+impl S3 {
+    pub fn from_env() -> Self {
+        Self {
+            endpoint: need("HAUL_TEST_S3_ENDPOINT"),
+            key: need("HAUL_TEST_S3_ACCESS_KEY"),
+            secret: need("HAUL_TEST_S3_SECRET_KEY"),
+        }
+    }
+
+    /// Creates a fresh, uniquely named bucket.
+    pub fn bucket(&self, tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let rclone = format!("{}/rclone", need("HAUL_TOOLS_BIN"));
+        let out = Command::new(rclone)
+            .args(["--config", "/dev/null", "mkdir", &format!("s3:{name}")])
+            .env("RCLONE_CONFIG_S3_TYPE", "s3")
+            .env("RCLONE_CONFIG_S3_PROVIDER", "SeaweedFS")
+            .env("RCLONE_CONFIG_S3_ENDPOINT", &self.endpoint)
+            .env("RCLONE_CONFIG_S3_ACCESS_KEY_ID", &self.key)
+            .env("RCLONE_CONFIG_S3_SECRET_ACCESS_KEY", &self.secret)
+            .env("RCLONE_CONFIG_S3_FORCE_PATH_STYLE", "true")
+            .output()
+            .expect("run rclone");
+        assert!(
+            out.status.success(),
+            "rclone mkdir {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        name
+    }
+
+    pub fn store(&self, bucket: &str) -> Arc<dyn ObjectStore> {
+        Arc::new(
+            AmazonS3Builder::new()
+                .with_endpoint(&self.endpoint)
+                .with_allow_http(true)
+                .with_region("us-east-1")
+                .with_bucket_name(bucket)
+                .with_access_key_id(&self.key)
+                .with_secret_access_key(&self.secret)
+                .build()
+                .expect("s3 store"),
+        )
+    }
+
+    /// `haul` with this server's endpoint and credentials in its environment.
+    pub fn haul(&self) -> Haul {
+        Haul::new()
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_REGION", "us-east-1")
+    }
+}
+
+/// A `haul` invocation being built.
+#[derive(Debug)]
+pub struct Haul {
+    cmd: Command,
+}
+
+/// What a `haul` invocation did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "haul failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn fails_with(self, code: i32, needle: &str) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Haul {
+    pub fn new() -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+        for v in [
+            "AWS_PROFILE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "HAUL_CONFIG",
+            "HAUL_REPO",
+            "HAUL_LOG",
+        ] {
+            cmd.env_remove(v);
+        }
+        Self { cmd }
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn run<I: IntoIterator<Item = S>, S: AsRef<std::ffi::OsStr>>(mut self, args: I) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.cmd.args(args).output().expect("run haul");
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// Every object of a store under a prefix, as (key relative to prefix, bytes), sorted.
+pub async fn contents(store: &dyn ObjectStore, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let p = Path::from(prefix);
+    let metas: Vec<_> = store.list(Some(&p)).try_collect().await.expect("list");
+    let mut out = Vec::new();
+    for m in metas {
+        let data = store
+            .get(&m.location)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let key = m
+            .location
+            .as_ref()
+            .strip_prefix(prefix)
+            .unwrap_or(m.location.as_ref())
+            .trim_start_matches('/')
+            .to_owned();
+        out.push((key, data.to_vec()));
+    }
+    out.sort();
+    out
+}
+
+pub async fn put(store: &dyn ObjectStore, key: &str, data: Vec<u8>) {
+    store
+        .put(&Path::parse(key).expect("key"), PutPayload::from(data))
+        .await
+        .expect("put");
+}
+
+pub async fn keys(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+    let p = Path::from(prefix);
+    let metas: Vec<_> = store.list(Some(&p)).try_collect().await.expect("list");
+    let mut k: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+    k.sort();
+    k
+}
