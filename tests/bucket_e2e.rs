@@ -299,3 +299,145 @@ fn local_backup_and_restore_round_trip() {
         .run(["verify", "--repo", &repo, "--read-data"])
         .ok();
 }
+
+/// Per-store settings through the binary: a config file gives the source its
+/// endpoint and the names of its credential variables; an AWS profile gives
+/// the repository its own. No AWS_* credential variable is set at all.
+#[tokio::test]
+async fn s3_settings_from_config_file_and_aws_profile() {
+    let s3 = S3::from_env();
+    let src_bucket = s3.bucket("cfgsrc");
+    let repo_bucket = s3.bucket("cfgrepo");
+    put(&*s3.store(&src_bucket), "chunk/a.0", noise(3000, 1)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("haul.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[store]]\nurl = \"s3://{src_bucket}\"\nendpoint = \"{}\"\naccess_key_id_env = \"SRC_KEY\"\n\
+             secret_access_key_env = \"SRC_SECRET\"\n\n[[store]]\nurl = \"s3://{repo_bucket}\"\nprofile = \"backup\"\n",
+            s3.endpoint
+        ),
+    )
+    .expect("config");
+    let creds = dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3.key, s3.secret
+        ),
+    )
+    .expect("credentials");
+    let aws_config = dir.path().join("config");
+    std::fs::write(
+        &aws_config,
+        format!(
+            "[profile backup]\nregion = us-east-1\nendpoint_url = {}\n",
+            s3.endpoint
+        ),
+    )
+    .expect("aws config");
+    let haul = || {
+        Haul::new()
+            .env("SRC_KEY", &s3.key)
+            .env("SRC_SECRET", &s3.secret)
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                creds.to_str().expect("utf-8"),
+            )
+            .env("AWS_CONFIG_FILE", aws_config.to_str().expect("utf-8"))
+            .env("HAUL_CONFIG", config.to_str().expect("utf-8"))
+    };
+    let repo = format!("s3://{repo_bucket}/r");
+    haul().run(["init", &repo]).ok();
+    let b = haul()
+        .run([
+            "--json",
+            "backup",
+            "--source",
+            &format!("s3://{src_bucket}"),
+            "--repo",
+            &repo,
+        ])
+        .ok()
+        .json();
+    assert_eq!(num(&b, "objects_read"), 1);
+
+    // A wrong secret behind the named variable: access denied, never echoed.
+    let bad = haul()
+        .env("SRC_SECRET", "not-the-secret-91c2")
+        .run([
+            "backup",
+            "--source",
+            &format!("s3://{src_bucket}"),
+            "--repo",
+            &repo,
+        ])
+        .fails_with(1, "access denied");
+    assert!(!bad.stderr.contains("not-the-secret-91c2"));
+    // A profile that does not exist is named in the error.
+    Haul::new()
+        .env("AWS_PROFILE", "nosuchprofile")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            creds.to_str().expect("utf-8"),
+        )
+        .env("AWS_CONFIG_FILE", aws_config.to_str().expect("utf-8"))
+        .run(["snapshots", "--repo", &repo])
+        .fails_with(1, "nosuchprofile");
+}
+
+/// `restore --dry-run` prints the plan and changes nothing.
+#[tokio::test]
+async fn restore_dry_run_changes_nothing() {
+    let s3 = S3::from_env();
+    let src_bucket = s3.bucket("drysrc");
+    let src = s3.store(&src_bucket);
+    put(&*src, "chunk/a.0", noise(3000, 1)).await;
+    put(&*src, "chunk/b.0", noise(4000, 2)).await;
+    let repo = format!("s3://{}/r", s3.bucket("dryrepo"));
+    s3.haul().run(["init", &repo]).ok();
+    s3.haul()
+        .run([
+            "backup",
+            "--source",
+            &format!("s3://{src_bucket}"),
+            "--repo",
+            &repo,
+        ])
+        .ok();
+    let dst_bucket = s3.bucket("drydst");
+    let dst = s3.store(&dst_bucket);
+    put(&*dst, "chunk/a.0", noise(3000, 1)).await;
+    put(&*dst, "stray", noise(10, 3)).await;
+    let before = contents(&*dst, "").await;
+    let plan = s3
+        .haul()
+        .run([
+            "--json",
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--to",
+            &format!("s3://{dst_bucket}"),
+            "--dry-run",
+            "--delete-extraneous",
+        ])
+        .ok()
+        .json();
+    assert_eq!(num(&plan, "objects_missing"), 1, "{plan}");
+    assert_eq!(num(&plan, "objects_unchanged"), 1);
+    assert_eq!(
+        num(&plan, "objects_checked"),
+        1,
+        "same-size object of unknown content is read, not trusted"
+    );
+    assert_eq!(num(&plan, "objects_extraneous"), 1);
+    assert_eq!(
+        contents(&*dst, "").await,
+        before,
+        "a dry run changes nothing"
+    );
+}
