@@ -306,13 +306,7 @@ async fn read_version(
         return Ok((entry(ChunkId::of(b""), Vec::new()), Uploaded::default()));
     }
     let engine = &repo.engine;
-    let _memory = engine
-        .reserve(
-            listed
-                .size
-                .min(chunk_size * engine.limits.object_parts as u64),
-        )
-        .await;
+    let _memory = engine.reserve_object(listed.size, chunk_size).await;
     let path = source.key_path(&listed.key)?;
     let level = repo.config.zstd_level;
 
@@ -357,9 +351,9 @@ async fn read_version(
                         (chunk::encode(&d, level), cv)
                     })
                     .await?;
-                let len = enc.blob_len() as u64;
-                let uploaded = repo.store_chunk(enc.clone(), data).await?;
-                Ok::<_, ReadError>((enc.id, cv, if uploaded { len } else { 0 }))
+                let (id, len) = (enc.id, enc.blob_len() as u64);
+                let uploaded = repo.store_chunk(enc, data).await?;
+                Ok::<_, ReadError>((id, cv, if uploaded { len } else { 0 }))
             }
         })
         .buffered(engine.limits.object_parts)

@@ -62,6 +62,13 @@ impl Engine {
             .expect("semaphore never closed")
     }
 
+    /// Reserves what transferring one object needs: its size, capped at a
+    /// window of `object_parts` chunks, since larger objects stream.
+    pub async fn reserve_object(&self, size: u64, chunk_size: u64) -> OwnedSemaphorePermit {
+        self.reserve(size.min(chunk_size * self.limits.object_parts as u64))
+            .await
+    }
+
     /// Runs CPU-bound work on a blocking thread, off the async runtime.
     pub async fn cpu<T: Send + 'static>(
         &self,

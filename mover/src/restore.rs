@@ -466,13 +466,7 @@ impl<'a> Restore<'a> {
         let url = self.target.url.join(&entry.key);
         let ids = entry.chunk_ids().to_vec();
         let chunk_size = self.repo.config.object_chunk_size;
-        let _memory = engine
-            .reserve(
-                entry
-                    .size
-                    .min(chunk_size * engine.limits.object_parts as u64),
-            )
-            .await;
+        let _memory = engine.reserve_object(entry.size, chunk_size).await;
         let chunks = stream::iter(ids)
             .map(|id| self.repo.read_chunk(id))
             .buffered(engine.limits.object_parts);
