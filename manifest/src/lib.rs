@@ -39,7 +39,13 @@
 //!
 //! **Database dumps** are cut with content-defined chunking (FastCDC with
 //! [`RepoConfig::cdc`]), so that a small change in a database changes few
-//! chunks of the next dump.
+//! chunks of the next dump. A [`DatabaseRecord`] in the snapshot root names
+//! the dump's chunks in order (their concatenation is the output of
+//! `pg_dump --format=custom --compress=0`, whose blake3 is `hash`), the
+//! server and pg_dump versions, and the row count of every table taken in
+//! the same MVCC snapshot as the dump. The optional [`GlobalsRecord`]
+//! (`Snapshot::globals`) holds `pg_dumpall --globals-only` (roles,
+//! tablespaces) as plain SQL, chunked the same way.
 //!
 //! **Manifests.** A snapshot's object listing is a sequence of *segments*:
 //! chunks whose plaintext is JSON lines of [`ObjectEntry`], sorted by key in
@@ -62,8 +68,8 @@ pub mod tree;
 pub use error::FormatError;
 pub use id::{ChunkId, RepoId, SnapshotId};
 pub use model::{
-    BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, ObjectEntry, Phase, RepoConfig,
-    RunRecord, SegmentRef, Snapshot, TargetState,
+    BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, GlobalsRecord, ObjectEntry, Phase,
+    RepoConfig, RunRecord, SegmentRef, Snapshot, TargetState,
 };
 
 /// Path of the repository's configuration file, relative to the repository prefix.

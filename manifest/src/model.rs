@@ -237,6 +237,27 @@ pub struct DatabaseRecord {
     /// Row count per table (`schema.table`), taken in the dump's MVCC snapshot.
     #[serde(default)]
     pub tables: BTreeMap<String, u64>,
+    /// Where it was dumped from: the URL without its password.
+    #[serde(default)]
+    pub url: String,
+    /// `pg_dump --version` of the dumping tool: a restore needs a
+    /// pg_restore at least as new to read the archive.
+    #[serde(default)]
+    pub pg_dump_version: String,
+}
+
+/// The cluster-wide objects of a PostgreSQL server (roles, tablespaces), as
+/// `pg_dumpall --globals-only` prints them: plain SQL, cut like a dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalsRecord {
+    /// The server, as a URL without its password.
+    pub url: String,
+    pub server_version: String,
+    pub pg_dumpall_version: String,
+    pub chunks: Vec<ChunkId>,
+    pub bytes: u64,
+    /// blake3 of the whole SQL text.
+    pub hash: ChunkId,
 }
 
 /// The timing of one phase of a run.
@@ -266,6 +287,9 @@ pub struct Snapshot {
     pub bucket: Option<BucketRecord>,
     #[serde(default)]
     pub databases: Vec<DatabaseRecord>,
+    /// Roles and tablespaces of a database server, when the backup captured them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsRecord>,
     /// Chunk holding the Helm values file, when one was given.
     #[serde(default)]
     pub helm_values: Option<ChunkId>,
