@@ -382,6 +382,36 @@ create_pg_cluster() {
         -o full_page_writes=off -- --auth=trust >/dev/null
 }
 
+# Authentication of the test cluster: the postgres superuser (the harness)
+# connects over TCP without a password; every other role must give its
+# password (scram-sha-256), so tests can prove how haul handles passwords —
+# right, wrong, from a passfile. First match wins in pg_hba.conf, so the
+# block goes on top. Idempotent; reloads a running cluster.
+PG_AUTH_MARKER="haul-test-auth"
+configure_pg_auth() {
+    local hba="/etc/postgresql/$PG_VERSION/$PG_CLUSTER/pg_hba.conf"
+    [ -f "$hba" ] || die "no $hba"
+    if grep -qF "# $PG_AUTH_MARKER" "$hba"; then
+        return 0
+    fi
+    log "pg_hba.conf: trust for postgres, scram-sha-256 for other roles over TCP"
+    {
+        echo "# $PG_AUTH_MARKER (written by scripts/services.sh)"
+        echo "host    all    postgres    127.0.0.1/32    trust"
+        echo "host    all    postgres    ::1/128         trust"
+        echo "host    all    all         127.0.0.1/32    scram-sha-256"
+        echo "host    all    all         ::1/128         scram-sha-256"
+        echo "# end of $PG_AUTH_MARKER"
+        cat "$hba"
+    } | as_root tee "$hba.new" >/dev/null
+    as_root chown --reference="$hba" "$hba.new"
+    as_root chmod --reference="$hba" "$hba.new"
+    as_root mv "$hba.new" "$hba"
+    if [ "$(pg_cluster_info | awk '{print $2}')" = online ]; then
+        as_root pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" reload
+    fi
+}
+
 start_pg_cluster() {
     # The socket dir lives on /run (tmpfs): recreate it after a reboot.
     as_root install -d -o postgres -g postgres -m 2775 /var/run/postgresql
@@ -407,6 +437,7 @@ start_postgres() {
         created=1
         status=down
     fi
+    configure_pg_auth
     if [ "$status" != online ] || ! pg_ready; then
         if [ "$status" != online ] && ! start_pg_cluster; then
             [ -z "$created" ] || pg_failed "pg_ctlcluster start failed"
@@ -415,6 +446,7 @@ start_postgres() {
             log "existing cluster $PG_VERSION/$PG_CLUSTER does not start: recreating it"
             as_root pg_dropcluster --stop "$PG_VERSION" "$PG_CLUSTER" || true
             create_pg_cluster
+            configure_pg_auth
             start_pg_cluster || pg_failed "pg_ctlcluster start failed"
         fi
         local deadline=$((SECONDS + PG_START_TIMEOUT))
