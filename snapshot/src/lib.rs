@@ -3,8 +3,9 @@
 //! ```text
 //! haul-cli ──▶ haul-snapshot ──▶ haul-mover (bucket backup/restore, repository)
 //!                  │               └─▶ haul-manifest (formats)
-//!                  └─ backup:  parent ─▶ bucket delta ─▶ commit root (last) ─▶ run record
-//!                     restore: snapshot ─▶ plan (printed) ─▶ execute ─▶ run record
+//!                  ├─ backup:  check databases ─▶ bucket delta ∥ pg_dumps ─▶ commit root (last) ─▶ run record
+//!                  ├─ restore: snapshot ─▶ plan (printed) ─▶ execute (bucket ∥ databases) ─▶ run record
+//!                  └─ db:      PostgreSQL: connections, pg_dump/pg_restore streams, row counts
 //! ```
 //!
 //! A snapshot root is written only after everything it names is stored, so
@@ -12,6 +13,7 @@
 //! the next backup reuses.
 
 pub mod backup;
+pub mod db;
 mod error;
 pub mod restore;
 

@@ -1,4 +1,6 @@
-//! The restore procedure: plan, show, execute.
+//! The restore procedure: plan every part (bucket, databases, roles), show
+//! the plan, then execute: roles first (the databases' owners), then the
+//! bucket and the databases at once.
 
 use std::time::Instant;
 
@@ -9,15 +11,42 @@ use haul_mover::{Location, Repository};
 use serde::Serialize;
 
 use crate::backup::record_run;
+use crate::db::globals::{self, GlobalsRestoreReport, GlobalsTarget};
+use crate::db::restore::{self as db_restore, PlannedDb};
+use crate::db::{DbLimits, DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget, PgConn};
 use crate::{Result, SnapshotError};
+
+/// What to restore, and where.
+#[derive(Debug, Default)]
+pub struct RestoreRequest {
+    /// The bucket to restore into.
+    pub target: Option<(Location, String)>,
+    pub databases: Vec<DbTarget>,
+    /// A server to replay the snapshot's roles on.
+    pub globals: Option<PgConn>,
+    pub db_options: DbRestoreOptions,
+    pub db_limits: DbLimits,
+}
+
+/// The bucket part of a restore.
+#[derive(Debug)]
+struct BucketJob<'a> {
+    restore: Restore<'a>,
+    url: String,
+}
 
 /// A restore whose plan is computed and can be shown before it runs.
 #[derive(Debug)]
 pub struct RestoreJob<'a> {
     repo: &'a Repository,
     snapshot: &'a Snapshot,
-    restore: Restore<'a>,
-    pub plan: RestorePlan,
+    bucket: Option<BucketJob<'a>>,
+    /// The bucket's plan, when a bucket target was given.
+    pub plan: Option<RestorePlan>,
+    databases: Vec<PlannedDb>,
+    globals: Option<GlobalsTarget>,
+    db_options: DbRestoreOptions,
+    db_limits: DbLimits,
     plan_seconds: f64,
 }
 
@@ -25,62 +54,146 @@ pub struct RestoreJob<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
     pub snapshot: SnapshotId,
-    pub target: String,
-    pub plan: RestorePlan,
+    /// The bucket restored into, if any.
+    pub target: Option<String>,
+    pub plan: Option<RestorePlan>,
+    /// The bucket's counters (all zero without a bucket target).
     #[serde(flatten)]
     pub stats: RestoreStats,
+    pub databases: Vec<DbRestoreReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsRestoreReport>,
     pub duration_s: f64,
     pub phases: Vec<Phase>,
 }
 
+impl RestoreReport {
+    /// Databases whose row counts differ from the snapshot's.
+    pub fn mismatched(&self) -> Vec<&DbRestoreReport> {
+        self.databases
+            .iter()
+            .filter(|d| !d.row_count_mismatches.is_empty())
+            .collect()
+    }
+}
+
 impl<'a> RestoreJob<'a> {
-    /// Computes the plan of restoring `snapshot`'s bucket into `target`.
+    /// Checks every target and computes the plan. Writes nothing.
     pub async fn plan(
         repo: &'a Repository,
         snapshot: &'a Snapshot,
-        target: Location,
+        req: RestoreRequest,
     ) -> Result<Self> {
-        if snapshot.bucket.is_none() {
-            return Err(SnapshotError::NoBucket {
-                id: snapshot.id.to_string(),
+        let t0 = Instant::now();
+        if req.globals.is_some() && snapshot.globals.is_none() {
+            return Err(SnapshotError::NoGlobals {
+                snapshot: snapshot.id.to_string(),
             });
         }
-        let t0 = Instant::now();
-        let restore = Restore::new(repo, snapshot, target).await?;
-        let plan = restore.plan().await?;
+        let databases = db_restore::plan(snapshot, &req.databases, req.db_options).await?;
+        let globals = match req.globals {
+            Some(c) => Some(globals::plan_restore(c).await?),
+            None => None,
+        };
+        let (bucket, plan) = match req.target {
+            Some((target, url)) => {
+                if snapshot.bucket.is_none() {
+                    return Err(SnapshotError::NoBucket {
+                        id: snapshot.id.to_string(),
+                    });
+                }
+                let restore = Restore::new(repo, snapshot, target).await?;
+                let plan = restore.plan().await?;
+                (Some(BucketJob { restore, url }), Some(plan))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             repo,
             snapshot,
-            restore,
+            bucket,
             plan,
+            databases,
+            globals,
+            db_options: req.db_options,
+            db_limits: req.db_limits,
             plan_seconds: t0.elapsed().as_secs_f64(),
         })
     }
 
+    /// Where each database goes and what happens to it.
+    pub fn database_plans(&self) -> Vec<DbPlan> {
+        self.databases.iter().map(|d| d.plan.clone()).collect()
+    }
+
+    /// The server the roles will be replayed on, if any.
+    pub fn globals_target(&self) -> Option<String> {
+        self.globals.as_ref().map(|g| g.conn.display_url())
+    }
+
+    /// The bucket target's URL, if any.
+    pub fn target_url(&self) -> Option<&str> {
+        self.bucket.as_ref().map(|b| b.url.as_str())
+    }
+
     /// Carries the plan out.
-    pub async fn execute(self, opts: &RestoreOptions, target_url: &str) -> Result<RestoreReport> {
+    pub async fn execute(self, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Utc::now();
         let t0 = Instant::now();
-        let stats = self.restore.execute(opts, &self.plan).await?;
-        let copy = Phase {
-            name: "copy".into(),
-            seconds: t0.elapsed().as_secs_f64(),
-            objects: stats.objects_copied,
-            bytes: stats.bytes_copied,
+        let repo = self.repo;
+
+        let globals = match (&self.globals, &self.snapshot.globals) {
+            (Some(g), Some(record)) => Some(g.apply(repo, record, &self.db_limits).await?),
+            _ => None,
         };
-        let plan = Phase {
+        let roles_seconds = t0.elapsed().as_secs_f64();
+
+        let t_copy = Instant::now();
+        let copy_bucket = async {
+            match (&self.bucket, &self.plan) {
+                (Some(b), Some(plan)) => b.restore.execute(opts, plan).await.map_err(Into::into),
+                _ => Ok::<_, SnapshotError>(RestoreStats::default()),
+            }
+        };
+        // Every database runs to its end (a failed one drops what it
+        // created); the first error is reported after all have finished.
+        let restore_dbs = futures::future::join_all(
+            self.databases
+                .iter()
+                .map(|d| d.execute(repo, self.db_options, &self.db_limits)),
+        );
+        let (stats, dbs) = tokio::join!(copy_bucket, restore_dbs);
+        let databases = dbs.into_iter().collect::<Result<Vec<_>>>()?;
+        let stats = stats?;
+
+        let mut phases = vec![Phase {
             name: "plan".into(),
             seconds: self.plan_seconds,
             objects: 0,
             bytes: 0,
-        };
-        let phases = vec![plan, copy];
+        }];
+        if globals.is_some() {
+            phases.push(Phase {
+                name: "roles".into(),
+                seconds: roles_seconds,
+                objects: 0,
+                bytes: globals.as_ref().map_or(0, |g| g.bytes),
+            });
+        }
+        phases.push(Phase {
+            name: "copy".into(),
+            seconds: t_copy.elapsed().as_secs_f64(),
+            objects: stats.objects_copied,
+            bytes: stats.bytes_copied + databases.iter().map(|d| d.bytes).sum::<u64>(),
+        });
         let duration_s = self.plan_seconds + t0.elapsed().as_secs_f64();
         let report = RestoreReport {
             snapshot: self.snapshot.id,
-            target: target_url.to_owned(),
+            target: self.bucket.as_ref().map(|b| b.url.clone()),
             plan: self.plan,
             stats,
+            databases,
+            globals,
             duration_s,
             phases,
         };

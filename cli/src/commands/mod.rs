@@ -1,16 +1,16 @@
 //! One function per command: validated inputs in, a printed result out.
+//! The two long ones, with their databases, have their own modules.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+mod backup;
+mod restore;
 
 use haul_manifest::Snapshot;
-use haul_mover::restore::RestoreOptions;
 use haul_mover::{
     Engine, Limits, Location, MoverError, Repository, StoreConfig, StoreUrl, error_chain,
 };
 use haul_snapshot::SnapshotError;
-use haul_snapshot::backup::{self, BackupRequest};
-use haul_snapshot::restore::RestoreJob;
+use haul_snapshot::db::PgConn;
+use haul_snapshot::db::conn::redact_url;
 use serde::Serialize;
 
 use crate::args::{Cli, Command, Global};
@@ -121,6 +121,29 @@ impl Context {
     }
 }
 
+/// `--db NAME=URL`: the name and the parsed connection. Errors show the
+/// URL without its password.
+fn parse_db(raw: &str) -> Result<(String, PgConn)> {
+    let (name, url) = raw.split_once('=').ok_or_else(|| {
+        CliError::Usage(format!(
+            "--db {}: expected NAME=postgresql://USER@HOST/DATABASE",
+            redact_url(raw)
+        ))
+    })?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !valid {
+        // Not `name` itself: a URL given without a name would print its password.
+        return Err(CliError::Usage(format!(
+            "--db {}: expected NAME=URL, NAME being letters, digits, '_', '-' or '.' (e.g. pachyderm=postgresql://...)",
+            redact_url(raw)
+        )));
+    }
+    Ok((name.to_owned(), PgConn::parse(url)?))
+}
+
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let ctx = Context::new(&cli.global)?;
     match cli.command {
@@ -128,17 +151,46 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Backup {
             source,
             repo,
+            db,
+            db_globals,
             dry_run,
             label,
-        } => backup(&ctx, source.as_deref(), &repo.url, dry_run, &label).await,
+        } => {
+            let args = backup::BackupArgs {
+                source: source.as_deref(),
+                repo_url: &repo.url,
+                db: &db,
+                db_globals: db_globals.as_deref(),
+                dry_run,
+                labels: &label,
+            };
+            backup::backup(&ctx, args).await
+        }
         Command::Snapshots { repo } => snapshots(&ctx, &repo.url).await,
         Command::Restore {
             snapshot,
             repo,
             to,
+            db,
+            db_globals,
+            clean,
+            no_owner,
             delete_extraneous,
             dry_run,
-        } => restore(&ctx, &snapshot, &repo.url, &to, delete_extraneous, dry_run).await,
+        } => {
+            let args = restore::RestoreArgs {
+                spec: &snapshot,
+                repo_url: &repo.url,
+                to: to.as_deref(),
+                db: &db,
+                db_globals: db_globals.as_deref(),
+                clean,
+                no_owner,
+                delete_extraneous,
+                dry_run,
+            };
+            restore::restore(&ctx, args).await
+        }
         Command::Verify {
             snapshot,
             repo,
@@ -163,116 +215,6 @@ async fn init(ctx: &Context, raw: &str) -> Result<Outcome> {
     };
     emit(ctx.json, &out, |w| {
         writeln!(w, "created repository {} (id {})", out.repository, out.id)
-    });
-    Ok(Outcome::Done)
-}
-
-fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
-    labels
-        .iter()
-        .map(|l| {
-            l.split_once('=')
-                .filter(|(k, _)| !k.is_empty())
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| CliError::Usage(format!("--label {l:?}: expected KEY=VALUE")))
-        })
-        .collect()
-}
-
-async fn backup(
-    ctx: &Context,
-    source: Option<&str>,
-    repo_url: &str,
-    dry_run: bool,
-    labels: &[String],
-) -> Result<Outcome> {
-    let labels = parse_labels(labels)?;
-    let source_url = source.map(|s| ctx.url(s)).transpose()?;
-    let repo_parsed = ctx.url(repo_url)?;
-    // Refuse before touching anything: a backup inside its own source would copy itself.
-    if let Some(s) = &source_url {
-        if s.overlaps(&repo_parsed) {
-            return Err(MoverError::Overlap {
-                repo: repo_parsed.to_string(),
-                source_url: s.to_string(),
-            }
-            .into());
-        }
-    }
-    let source = source_url.map(|u| ctx.stores.open(&u, false)).transpose()?;
-    let repo = ctx.repo(repo_url).await?;
-    let req = BackupRequest {
-        repo: &repo,
-        source: source.as_ref(),
-        labels,
-    };
-
-    if dry_run {
-        let p = backup::preview(&req).await?;
-        emit(ctx.json, &p, |w| {
-            writeln!(w, "dry run: nothing read, nothing written")?;
-            writeln!(
-                w,
-                "parent snapshot:  {}",
-                p.parent
-                    .map_or("none (full backup)".into(), |p| p.to_string())
-            )?;
-            writeln!(
-                w,
-                "objects:          {} ({})",
-                p.plan.objects,
-                bytes(p.plan.bytes)
-            )?;
-            writeln!(w, "  new:            {}", p.plan.objects_new)?;
-            writeln!(w, "  changed:        {}", p.plan.objects_changed)?;
-            writeln!(w, "  unchanged:      {}", p.plan.objects_unchanged)?;
-            writeln!(w, "  removed:        {}", p.plan.objects_removed)?;
-            writeln!(w, "would read:       {}", bytes(p.plan.bytes_to_read))
-        });
-        return Ok(Outcome::Done);
-    }
-
-    let view = ProgressView::start(repo.engine.progress.clone(), ctx.progress);
-    let result = backup::run(&req).await;
-    view.finish().await;
-    let r = result?;
-    emit(ctx.json, &r, |w| {
-        let s = &r.stats;
-        writeln!(
-            w,
-            "snapshot {} committed ({:.1}s)",
-            r.snapshot, r.duration_s
-        )?;
-        writeln!(
-            w,
-            "parent:    {}",
-            r.parent
-                .map_or("none (full backup)".into(), |p| p.to_string())
-        )?;
-        writeln!(w, "objects:   {} ({})", s.objects, bytes(s.bytes))?;
-        writeln!(
-            w,
-            "read:      {} objects ({}): {} new, {} changed; {} unchanged, {} removed",
-            s.objects_read,
-            bytes(s.bytes_read),
-            s.objects_new,
-            s.objects_changed,
-            s.objects_unchanged,
-            s.objects_removed
-        )?;
-        if s.objects_vanished > 0 {
-            writeln!(
-                w,
-                "vanished:  {} objects were deleted while the backup ran",
-                s.objects_vanished
-            )?;
-        }
-        writeln!(
-            w,
-            "uploaded:  {} chunks ({})",
-            s.chunks_uploaded,
-            bytes(s.bytes_uploaded)
-        )
     });
     Ok(Outcome::Done)
 }
@@ -308,13 +250,18 @@ async fn snapshots(ctx: &Context, repo_url: &str) -> Result<Outcome> {
         }
         writeln!(
             w,
-            "{:<16}  {:<20}  {:>10}  {:>10}  {:<16}  source",
+            "{:<16}  {:<20}  {:>10}  {:>10}  {:<16}  source [databases]",
             "ID", "TIME", "OBJECTS", "SIZE", "PARENT"
         )?;
         for r in &rows {
+            let dbs = if r.databases.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", r.databases.join(", "))
+            };
             writeln!(
                 w,
-                "{:<16}  {:<20}  {:>10}  {:>10}  {:<16}  {}",
+                "{:<16}  {:<20}  {:>10}  {:>10}  {:<16}  {}{dbs}",
                 r.id,
                 r.time,
                 r.objects,
@@ -324,117 +271,6 @@ async fn snapshots(ctx: &Context, repo_url: &str) -> Result<Outcome> {
             )?;
         }
         Ok(())
-    });
-    Ok(Outcome::Done)
-}
-
-async fn restore(
-    ctx: &Context,
-    spec: &str,
-    repo_url: &str,
-    to: &str,
-    delete_extraneous: bool,
-    dry_run: bool,
-) -> Result<Outcome> {
-    let target_url = ctx.url(to)?;
-    let repo = ctx.repo(repo_url).await?;
-    if target_url.overlaps(&repo.loc.url) {
-        return Err(MoverError::Overlap {
-            repo: repo.url(),
-            source_url: target_url.to_string(),
-        }
-        .into());
-    }
-    let snapshot = repo.find_snapshot(spec).await?;
-    let target = ctx.stores.open(&target_url, !dry_run)?;
-    let job = RestoreJob::plan(&repo, &snapshot, target).await?;
-    let p = job.plan.clone();
-    let plan_text = |w: &mut dyn Write| -> std::io::Result<()> {
-        writeln!(
-            w,
-            "restore plan: snapshot {} -> {}",
-            snapshot.id, target_url
-        )?;
-        writeln!(
-            w,
-            "  missing:     {:>8} objects  {:>10}  (will copy)",
-            p.objects_missing,
-            bytes(p.bytes_missing)
-        )?;
-        writeln!(
-            w,
-            "  different:   {:>8} objects  {:>10}  (will copy)",
-            p.objects_different,
-            bytes(p.bytes_different)
-        )?;
-        writeln!(
-            w,
-            "  unchanged:   {:>8} objects  {:>10}  (kept)",
-            p.objects_unchanged,
-            bytes(p.bytes_unchanged)
-        )?;
-        let extra = if delete_extraneous {
-            "will delete"
-        } else {
-            "kept; --delete-extraneous removes them"
-        };
-        writeln!(
-            w,
-            "  extraneous:  {:>8} objects  {:>10}  ({extra})",
-            p.objects_extraneous,
-            bytes(p.bytes_extraneous)
-        )?;
-        if p.objects_checked > 0 {
-            writeln!(
-                w,
-                "  ({} same-size objects were read to compare their content)",
-                p.objects_checked
-            )?;
-        }
-        Ok(())
-    };
-    if dry_run {
-        emit(ctx.json, &p, |w| {
-            plan_text(w)?;
-            writeln!(w, "dry run: nothing changed")
-        });
-        return Ok(Outcome::Done);
-    }
-    if !ctx.json {
-        let _ = plan_text(&mut std::io::stderr());
-    }
-    let view = ProgressView::start(repo.engine.progress.clone(), ctx.progress);
-    let result = job
-        .execute(
-            &RestoreOptions { delete_extraneous },
-            &target_url.to_string(),
-        )
-        .await;
-    view.finish().await;
-    let r = result?;
-    emit(ctx.json, &r, |w| {
-        let s = &r.stats;
-        writeln!(
-            w,
-            "restored snapshot {} to {} ({:.1}s)",
-            r.snapshot, r.target, r.duration_s
-        )?;
-        writeln!(
-            w,
-            "copied:      {} objects ({})",
-            s.objects_copied,
-            bytes(s.bytes_copied)
-        )?;
-        writeln!(
-            w,
-            "skipped:     {} objects already in place",
-            s.objects_skipped
-        )?;
-        writeln!(
-            w,
-            "extraneous:  {} objects ({} deleted)",
-            s.objects_extraneous, s.objects_deleted
-        )
     });
     Ok(Outcome::Done)
 }

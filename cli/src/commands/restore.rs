@@ -1,0 +1,257 @@
+//! `haul restore`: a snapshot's bucket and/or databases, plan first.
+
+use std::io::Write;
+
+use haul_mover::MoverError;
+use haul_mover::restore::{RestoreOptions, RestorePlan};
+use haul_snapshot::db::restore::Action;
+use haul_snapshot::db::{DbLimits, DbPlan, DbRestoreOptions, DbTarget, PgConn};
+use haul_snapshot::restore::{RestoreJob, RestoreRequest};
+use serde::Serialize;
+
+use super::{CliError, Context, Outcome, Result, parse_db};
+use crate::output::{ProgressView, bytes, emit};
+
+/// The arguments of `haul restore`, as typed.
+#[derive(Debug)]
+pub struct RestoreArgs<'a> {
+    pub spec: &'a str,
+    pub repo_url: &'a str,
+    pub to: Option<&'a str>,
+    pub db: &'a [String],
+    pub db_globals: Option<&'a str>,
+    pub clean: bool,
+    pub no_owner: bool,
+    pub delete_extraneous: bool,
+    pub dry_run: bool,
+}
+
+/// The whole plan, as `--dry-run --json` prints it: the bucket's counters
+/// at the top level (as before databases existed), then the databases.
+#[derive(Debug, Serialize)]
+struct Plan {
+    #[serde(flatten)]
+    bucket: Option<RestorePlan>,
+    databases: Vec<DbPlan>,
+    globals: Option<String>,
+}
+
+fn bucket_plan_text(
+    w: &mut dyn Write,
+    p: &RestorePlan,
+    target: &str,
+    delete_extraneous: bool,
+) -> std::io::Result<()> {
+    writeln!(w, "  bucket -> {target}")?;
+    writeln!(
+        w,
+        "    missing:     {:>8} objects  {:>10}  (will copy)",
+        p.objects_missing,
+        bytes(p.bytes_missing)
+    )?;
+    writeln!(
+        w,
+        "    different:   {:>8} objects  {:>10}  (will copy)",
+        p.objects_different,
+        bytes(p.bytes_different)
+    )?;
+    writeln!(
+        w,
+        "    unchanged:   {:>8} objects  {:>10}  (kept)",
+        p.objects_unchanged,
+        bytes(p.bytes_unchanged)
+    )?;
+    let extra = if delete_extraneous {
+        "will delete"
+    } else {
+        "kept; --delete-extraneous removes them"
+    };
+    writeln!(
+        w,
+        "    extraneous:  {:>8} objects  {:>10}  ({extra})",
+        p.objects_extraneous,
+        bytes(p.bytes_extraneous)
+    )?;
+    if p.objects_checked > 0 {
+        writeln!(
+            w,
+            "    ({} same-size objects were read to compare their content)",
+            p.objects_checked
+        )?;
+    }
+    Ok(())
+}
+
+fn db_plan_text(w: &mut dyn Write, d: &DbPlan) -> std::io::Result<()> {
+    let what = match d.action {
+        Action::Replace => format!(
+            "{}: it holds {} tables",
+            d.action.describe(),
+            d.tables_in_target
+        ),
+        a => a.describe().to_owned(),
+    };
+    writeln!(
+        w,
+        "  database {} -> {} ({what}; {} tables, dump {}, PostgreSQL {})",
+        d.name,
+        d.url,
+        d.tables,
+        bytes(d.dump_bytes),
+        d.server_version
+    )
+}
+
+pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
+    if a.to.is_none() && a.db.is_empty() && a.db_globals.is_none() {
+        return Err(CliError::Usage(
+            "nothing to restore: give --to URL (a bucket) and/or --db NAME=URL (a database)".into(),
+        ));
+    }
+    let databases =
+        a.db.iter()
+            .map(|raw| parse_db(raw).map(|(name, conn)| DbTarget { name, conn }))
+            .collect::<Result<Vec<_>>>()?;
+    let globals = a.db_globals.map(PgConn::parse).transpose()?;
+    let target_url = a.to.map(|t| ctx.url(t)).transpose()?;
+    let repo = ctx.repo(a.repo_url).await?;
+    if let Some(t) = &target_url {
+        if t.overlaps(&repo.loc.url) {
+            return Err(MoverError::Overlap {
+                repo: repo.url(),
+                source_url: t.to_string(),
+            }
+            .into());
+        }
+    }
+    let snapshot = repo.find_snapshot(a.spec).await?;
+    let target = match &target_url {
+        Some(u) => Some((ctx.stores.open(u, !a.dry_run)?, u.to_string())),
+        None => None,
+    };
+    let req = RestoreRequest {
+        target,
+        databases,
+        globals,
+        db_options: DbRestoreOptions {
+            clean: a.clean,
+            no_owner: a.no_owner,
+        },
+        db_limits: DbLimits::default(),
+    };
+    let job = RestoreJob::plan(&repo, &snapshot, req).await?;
+    let plan = Plan {
+        bucket: job.plan.clone(),
+        databases: job.database_plans(),
+        globals: job.globals_target(),
+    };
+    let target_text = job.target_url().unwrap_or_default().to_owned();
+    let plan_text = |w: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(w, "restore plan: snapshot {}", snapshot.id)?;
+        if let Some(g) = &plan.globals {
+            writeln!(
+                w,
+                "  roles -> {g} (replayed first; roles that exist are updated)"
+            )?;
+        }
+        if let Some(p) = &plan.bucket {
+            bucket_plan_text(w, p, &target_text, a.delete_extraneous)?;
+        }
+        for d in &plan.databases {
+            db_plan_text(w, d)?;
+        }
+        Ok(())
+    };
+    if a.dry_run {
+        emit(ctx.json, &plan, |w| {
+            plan_text(w)?;
+            writeln!(w, "dry run: nothing changed")
+        });
+        return Ok(Outcome::Done);
+    }
+    if !ctx.json {
+        let _ = plan_text(&mut std::io::stderr());
+    }
+    let view = ProgressView::start(repo.engine.progress.clone(), ctx.progress);
+    let result = job
+        .execute(&RestoreOptions {
+            delete_extraneous: a.delete_extraneous,
+        })
+        .await;
+    view.finish().await;
+    let r = result?;
+    emit(ctx.json, &r, |w| {
+        writeln!(w, "restored snapshot {} ({:.1}s)", r.snapshot, r.duration_s)?;
+        if let Some(g) = &r.globals {
+            writeln!(
+                w,
+                "roles:       replayed on {} ({} statement(s) failed{})",
+                g.url,
+                g.errors.len(),
+                if g.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", g.errors.join("; "))
+                }
+            )?;
+        }
+        if let Some(t) = &r.target {
+            let s = &r.stats;
+            writeln!(w, "bucket:      {t}")?;
+            writeln!(
+                w,
+                "copied:      {} objects ({})",
+                s.objects_copied,
+                bytes(s.bytes_copied)
+            )?;
+            writeln!(
+                w,
+                "skipped:     {} objects already in place",
+                s.objects_skipped
+            )?;
+            writeln!(
+                w,
+                "extraneous:  {} objects ({} deleted)",
+                s.objects_extraneous, s.objects_deleted
+            )?;
+        }
+        for d in &r.databases {
+            let check = if d.row_count_mismatches.is_empty() {
+                "row counts match the snapshot".to_owned()
+            } else {
+                format!(
+                    "ROW COUNTS DIFFER in {} table(s)",
+                    d.row_count_mismatches.len()
+                )
+            };
+            writeln!(
+                w,
+                "database {} -> {}: {} restored, {} tables checked, {} rows: {check} ({:.1}s)",
+                d.name,
+                d.url,
+                bytes(d.bytes),
+                d.tables_checked,
+                d.rows,
+                d.duration_s
+            )?;
+        }
+        Ok(())
+    });
+    let bad = r.mismatched();
+    if !bad.is_empty() {
+        for d in bad {
+            for m in &d.row_count_mismatches {
+                eprintln!(
+                    "error: database {}: table {} has {} rows, the snapshot has {}",
+                    d.name,
+                    m.table,
+                    m.found
+                        .map_or("no such table".to_owned(), |n| n.to_string()),
+                    m.expected
+                );
+            }
+        }
+        return Ok(Outcome::Damaged);
+    }
+    Ok(Outcome::Done)
+}

@@ -1,0 +1,240 @@
+//! Backing up one database: check it, then stream pg_dump into the
+//! repository while its rows are counted in the same MVCC snapshot.
+//!
+//! A REPEATABLE READ transaction exports its snapshot
+//! (`pg_export_snapshot()`), pg_dump adopts it (`--snapshot`), and the same
+//! transaction counts every table while pg_dump runs; it stays open until
+//! pg_dump exits, as the exported snapshot requires.
+
+use std::time::Instant;
+
+use haul_manifest::DatabaseRecord;
+use haul_mover::Repository;
+use serde::Serialize;
+use tokio_postgres::{Client, IsolationLevel};
+
+use super::conn::PgConn;
+use super::process::Running;
+use super::tools::{PgVersion, Tool};
+use super::{DbLimits, stream, tables};
+use crate::{Result, SnapshotError};
+
+/// The pg_dump options that shape the archive, recorded in the snapshot.
+/// Custom format: pg_restore can read it from a pipe. No compression:
+/// compressed output would defeat deduplication; zstd runs on each chunk.
+pub const DUMP_OPTIONS: &[&str] = &["--format=custom", "--compress=0"];
+
+/// A database to back up: the operator's name for it and where it is.
+#[derive(Debug, Clone)]
+pub struct DbSource {
+    pub name: String,
+    pub conn: PgConn,
+}
+
+/// A database that answered, with a pg_dump able to dump it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub source: DbSource,
+    client: Client,
+    pub server: PgVersion,
+    /// `SHOW server_version`, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
+    pub server_version: String,
+    pub tool: Tool,
+}
+
+/// One database of a backup, as `haul backup --json` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbBackupReport {
+    pub name: String,
+    pub database: String,
+    pub url: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    /// Length of the dump.
+    pub bytes: u64,
+    /// Bytes written to the repository (compressed; 0 for chunks it had).
+    pub bytes_uploaded: u64,
+    pub chunks: u64,
+    pub chunks_uploaded: u64,
+    /// Tables counted, and their rows in total.
+    pub tables: u64,
+    pub rows: u64,
+    pub duration_s: f64,
+}
+
+/// What a dry run shows about a database.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbPreview {
+    pub name: String,
+    pub database: String,
+    pub url: String,
+    pub server_version: String,
+    pub pg_dump: String,
+    pub tables: u64,
+    /// `pg_database_size`: on-disk size, indexes included (the dump is smaller).
+    pub size: u64,
+}
+
+/// Server version: `server_version_num` decides, `server_version` is shown.
+pub async fn server_version(c: &Client, name: &str, conn: &PgConn) -> Result<(PgVersion, String)> {
+    let row = c
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+            &[],
+        )
+        .await
+        .map_err(|source| SnapshotError::DbQuery {
+            name: name.to_owned(),
+            server: conn.server(),
+            what: "reading the server version".into(),
+            source,
+        })?;
+    let text: String = row.get(1);
+    Ok((
+        PgVersion::from_num(row.get::<_, i32>(0) as u32, &text),
+        text,
+    ))
+}
+
+/// Connects, reads the server version and checks pg_dump against it.
+pub async fn prepare(source: DbSource, tool: &Tool) -> Result<Prepared> {
+    let client = source.conn.connect(&source.name).await?;
+    let (server, server_version) = server_version(&client, &source.name, &source.conn).await?;
+    tool.check_not_older(&server, "the server", &source.name)?;
+    Ok(Prepared {
+        source,
+        client,
+        server,
+        server_version,
+        tool: tool.clone(),
+    })
+}
+
+impl Prepared {
+    pub async fn preview(&self) -> Result<DbPreview> {
+        let (name, conn) = (&self.source.name, &self.source.conn);
+        let t = tables::list(&self.client, name, &conn.server()).await?;
+        let size: i64 = self
+            .client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .await
+            .map_err(|source| SnapshotError::DbQuery {
+                name: name.clone(),
+                server: conn.server(),
+                what: "reading the database size".into(),
+                source,
+            })?
+            .get(0);
+        Ok(DbPreview {
+            name: name.clone(),
+            database: conn.dbname.clone(),
+            url: conn.display_url(),
+            server_version: self.server_version.clone(),
+            pg_dump: format!("{} {}", self.tool.path.display(), self.tool.version.text),
+            tables: t.len() as u64,
+            size: size as u64,
+        })
+    }
+
+    /// Dumps into the repository. Returns the record for the snapshot root;
+    /// nothing is committed here.
+    pub async fn dump(
+        mut self,
+        repo: &Repository,
+        limits: &DbLimits,
+    ) -> Result<(DatabaseRecord, DbBackupReport)> {
+        let t0 = Instant::now();
+        let name = self.source.name.clone();
+        let conn = self.source.conn.clone();
+        let server = conn.server();
+        let q = |what: &str| {
+            let (name, server, what) = (name.clone(), server.clone(), what.to_owned());
+            move |source| SnapshotError::DbQuery {
+                name,
+                server,
+                what,
+                source,
+            }
+        };
+        let tx = self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(q("starting the snapshot transaction"))?;
+        let snapshot: String = tx
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(q("exporting the snapshot"))?
+            .get(0);
+
+        let mut args: Vec<String> = DUMP_OPTIONS.iter().map(|s| (*s).to_owned()).collect();
+        args.push(format!("--snapshot={snapshot}"));
+        // Never prompt for a password on a terminal: fail instead.
+        args.push("--no-password".into());
+        let mut cmd = conn.command(&self.tool.path, &args);
+        cmd.stdout(std::process::Stdio::piped());
+        let mut run = Running::spawn(cmd, "pg_dump", &name, conn.password.clone())?;
+        let stdout = run
+            .child
+            .stdout
+            .take()
+            .and_then(|s| s.into_owned_fd().ok())
+            .map(std::fs::File::from)
+            .ok_or_else(|| SnapshotError::Stream {
+                what: format!("pg_dump of {name}"),
+                reason: "its output could not be read".into(),
+            })?;
+
+        let what = format!("pg_dump of {name}");
+        let counting = async {
+            let list = tables::list(&tx, &name, &server).await?;
+            tables::count(&tx, &list, &name, &server).await
+        };
+        // The exit status decides as soon as it is known: a killed pg_dump
+        // leaves a truncated stream that looks complete.
+        let exited = async {
+            let stderr = run.finish().await?;
+            if !stderr.trim().is_empty() {
+                tracing::info!("pg_dump of {name}: {}", stderr.trim());
+            }
+            Ok::<_, SnapshotError>(())
+        };
+        let (stored, (), counts) =
+            futures::try_join!(stream::store(repo, stdout, limits, &what), exited, counting)?;
+        tx.commit()
+            .await
+            .map_err(q("ending the snapshot transaction"))?;
+
+        let record = DatabaseRecord {
+            name: name.clone(),
+            database: conn.dbname.clone(),
+            server_version: self.server_version.clone(),
+            format: "custom".into(),
+            options: DUMP_OPTIONS.iter().map(|s| (*s).to_owned()).collect(),
+            chunks: stored.chunks.clone(),
+            bytes: stored.bytes,
+            hash: stored.hash,
+            tables: counts,
+            url: conn.display_url(),
+            pg_dump_version: self.tool.version.text.clone(),
+        };
+        let report = DbBackupReport {
+            name,
+            database: conn.dbname.clone(),
+            url: conn.display_url(),
+            server_version: self.server_version.clone(),
+            pg_dump_version: self.tool.version.text.clone(),
+            bytes: stored.bytes,
+            bytes_uploaded: stored.bytes_uploaded,
+            chunks: stored.chunks.len() as u64,
+            chunks_uploaded: stored.chunks_uploaded,
+            tables: record.tables.len() as u64,
+            rows: record.tables.values().sum(),
+            duration_s: t0.elapsed().as_secs_f64(),
+        };
+        Ok((record, report))
+    }
+}
