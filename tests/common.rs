@@ -222,3 +222,113 @@ pub async fn keys(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
     k.sort();
     k
 }
+
+/// The test PostgreSQL server from `scripts/services.sh`: its `postgres`
+/// superuser connects over TCP without a password; other roles need theirs.
+#[derive(Debug, Clone)]
+pub struct Pg {
+    /// `postgresql://postgres@127.0.0.1:PORT`, without a database.
+    base: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Pg {
+    pub fn from_env() -> Self {
+        let url = need("HAUL_TEST_PG_URL");
+        let rest = url
+            .strip_prefix("postgresql://")
+            .unwrap_or_else(|| panic!("HAUL_TEST_PG_URL={url} is not a postgresql:// URL"));
+        let authority = rest.split('/').next().expect("authority");
+        let hostport = authority.rsplit('@').next().expect("host");
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .expect("HAUL_TEST_PG_URL has a port");
+        Self {
+            base: format!("postgresql://{authority}"),
+            host: host.to_owned(),
+            port: port.parse().expect("port"),
+        }
+    }
+
+    /// The URL of database `db` as the superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!("{}/{db}", self.base)
+    }
+
+    /// The URL of database `db` as `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "postgresql://{user}:{password}@{}:{}/{db}",
+            self.host, self.port
+        )
+    }
+
+    /// A database (or role) name no other test uses.
+    pub fn unique(tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "t_{tag}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to the test PostgreSQL at {} ({e}): run the tests with `bash scripts/test.sh`",
+                    self.url(db)
+                )
+            });
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn exec(&self, db: &str, sql: &str) {
+        self.client(db)
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+
+    /// Runs statements one by one in the `postgres` database (CREATE and
+    /// DROP DATABASE cannot share a transaction with anything).
+    pub async fn admin(&self, statements: &[String]) {
+        let c = self.client("postgres").await;
+        for sql in statements {
+            c.batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+    }
+
+    /// Creates a fresh database; returns its name.
+    pub async fn create_db(&self, tag: &str) -> String {
+        let name = Self::unique(tag);
+        self.exec("postgres", &format!("CREATE DATABASE {name}"))
+            .await;
+        name
+    }
+
+    pub async fn exists(&self, db: &str) -> bool {
+        self.client("postgres")
+            .await
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+            .await
+            .expect("query")
+            .is_some()
+    }
+}
+
+/// Number of snapshots in a repository, through `haul snapshots --json`.
+pub fn snapshot_count(haul: Haul, repo: &str) -> usize {
+    haul.run(["--json", "snapshots", "--repo", repo])
+        .ok()
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
+}

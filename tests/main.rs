@@ -8,3 +8,4 @@ mod bucket_e2e;
 mod cli_output;
 mod common;
 mod conformance;
+mod db;
