@@ -922,22 +922,91 @@ fn help_teaches_databases() {
     }
 }
 
-#[tokio::test]
-async fn restore_needs_a_target_and_a_known_database() {
+/// Dry runs show the databases and change nothing; a database-only
+/// snapshot has no bucket; an existing empty target is restored into;
+/// restore needs a target and a database the snapshot has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_plans_and_names() {
     let pg = Pg::from_env();
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let db = pg.create_db("names").await;
     dex_like(&pg, &db).await;
-    Haul::new()
+    let dex = format!("dex={}", pg.url(&db));
+
+    let p = Haul::new()
         .run([
+            "--json",
             "backup",
+            "--dry-run",
             "--repo",
             &repo,
             "--db",
-            &format!("dex={}", pg.url(&db)),
+            &dex,
         ])
+        .ok()
+        .json();
+    assert_eq!(p["databases"][0]["tables"], 4, "{p}");
+    assert!(num(&p["databases"][0], "size") > 0, "{p}");
+    assert_eq!(
+        snapshot_count(Haul::new(), &repo),
+        0,
+        "a dry run writes nothing"
+    );
+    let t = Haul::new()
+        .run(["backup", "--dry-run", "--repo", &repo, "--db", &dex])
         .ok();
+    assert!(
+        t.stdout.contains("database dex: postgresql://postgres@"),
+        "{}",
+        t.stdout
+    );
+
+    Haul::new()
+        .run(["backup", "--repo", &repo, "--db", &dex])
+        .ok();
+    let snaps = Haul::new()
+        .run(["--json", "snapshots", "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(snaps[0]["source"], serde_json::Value::Null, "{snaps}");
+    assert_eq!(snaps[0]["databases"], serde_json::json!(["dex"]));
+    let listing = Haul::new().run(["snapshots", "--repo", &repo]).ok();
+    assert!(listing.stdout.contains("[dex]"), "{}", listing.stdout);
+
+    let new = Pg::unique("names_new");
+    let plan = Haul::new()
+        .run([
+            "--json",
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--dry-run",
+            "--db",
+            &format!("dex={}", pg.url(&new)),
+        ])
+        .ok()
+        .json();
+    assert_eq!(plan["databases"][0]["action"], "create", "{plan}");
+    assert!(!pg.exists(&new).await, "a dry run creates nothing");
+
+    let empty = pg.create_db("names_empty").await;
+    let r = Haul::new()
+        .run([
+            "--json",
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("dex={}", pg.url(&empty)),
+        ])
+        .ok()
+        .json();
+    assert_eq!(db_report(&r, "dex")["action"], "restore", "{r}");
+    assert_same_database(&pg, &db, &empty).await;
+
     Haul::new()
         .run(["restore", "latest", "--repo", &repo])
         .fails_with(1, "nothing to restore");
@@ -954,4 +1023,7 @@ async fn restore_needs_a_target_and_a_known_database() {
     Haul::new()
         .run(["backup", "--repo", &repo])
         .fails_with(1, "nothing to back up");
+    Haul::new()
+        .run(["backup", "--repo", &repo, "--db", &dex, "--db", &dex])
+        .fails_with(1, "--db dex: the name is given twice");
 }

@@ -1,6 +1,5 @@
-//! A PostgreSQL server as libpq understands it: a URL
-//! (`postgresql://user:pass@host:port/db?sslmode=verify-full&sslrootcert=ca.pem`)
-//! completed from the `PG*` environment and the passfile, then given to
+//! A PostgreSQL server as libpq understands it (parsed by `pgurl` from a
+//! `postgresql://` URL, the `PG*` environment and the passfile), given to
 //! tokio-postgres (our own checks) and, as environment variables, to
 //! pg_dump/pg_restore/pg_dumpall/psql — so both reach the same server, the
 //! same way. The password lives in [`Secret`], which never prints.
@@ -10,12 +9,13 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+pub use super::pgurl::redact_url;
 use super::tls;
 use crate::{Result, SnapshotError};
 
 /// A password: shown as `***` by Debug and Display, read only where it is used.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(pub(super) String);
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -42,7 +42,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(s: &str) -> Option<Self> {
+    pub(super) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "disable" => Self::Disable,
             "allow" => Self::Allow,
@@ -97,227 +97,11 @@ pub struct PgConn {
     pub connect_timeout: Duration,
 }
 
-/// URL query parameters haul understands; any other is refused so that a
-/// misspelt `sslmode` cannot silently weaken a connection.
-const PARAMS: &[&str] = &[
-    "host",
-    "hostaddr",
-    "port",
-    "user",
-    "password",
-    "dbname",
-    "passfile",
-    "sslmode",
-    "sslrootcert",
-    "sslcert",
-    "sslkey",
-    "connect_timeout",
-    "application_name",
-];
-
 /// Unless the URL says otherwise (`connect_timeout=`), a server that does not
 /// answer within this time is reported as unreachable.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn bad(url: &str, reason: impl Into<String>) -> SnapshotError {
-    SnapshotError::DbUrl {
-        url: redact_url(url),
-        reason: reason.into(),
-    }
-}
-
-/// The URL with its password replaced by `***`, for messages. Works on
-/// strings that do not even parse.
-pub fn redact_url(raw: &str) -> String {
-    let Some((scheme, rest)) = raw.split_once("://") else {
-        return "<not a postgresql:// URL>".into();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{hosts}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some(("password", _)) => "password=***".to_owned(),
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", q.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
-fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 impl PgConn {
-    /// Parses a `postgresql://` URL, completing it from the process environment.
-    pub fn parse(raw: &str) -> Result<Self> {
-        Self::parse_with(raw, &|k| std::env::var(k).ok())
-    }
-
-    /// Parses a URL, completing it from `env` (libpq's variables: PGHOST,
-    /// PGPORT, PGUSER, PGPASSWORD, PGPASSFILE, PGDATABASE, PGSSLMODE,
-    /// PGSSLROOTCERT, PGSSLCERT, PGSSLKEY, PGCONNECT_TIMEOUT) and the passfile.
-    pub fn parse_with(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let rest = raw
-            .strip_prefix("postgresql://")
-            .or_else(|| raw.strip_prefix("postgres://"))
-            .ok_or_else(|| bad(raw, "expected postgresql://[user[:password]@]host[:port]/database[?param=value&...]"))?;
-        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if hostport.contains(',') {
-            return Err(bad(raw, "several hosts in one URL are not supported"));
-        }
-        let (mut host, mut port) = split_host_port(hostport).map_err(|r| bad(raw, r))?;
-        host = host.map(|h| decode(&h));
-        let mut user = None;
-        let mut password = None;
-        if let Some(u) = userinfo {
-            let (name, pass) = match u.split_once(':') {
-                Some((n, p)) => (n, Some(p)),
-                None => (u, None),
-            };
-            if !name.is_empty() {
-                user = Some(decode(name));
-            }
-            password = pass.map(decode);
-        }
-        let mut dbname = (!path.is_empty()).then(|| decode(path));
-        let mut p = std::collections::BTreeMap::new();
-        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| bad(raw, format!("query parameter {kv:?} has no value")))?;
-            let k = decode(k);
-            if !PARAMS.contains(&k.as_str()) {
-                return Err(bad(
-                    raw,
-                    format!(
-                        "unknown parameter {k:?}; haul understands {}",
-                        PARAMS.join(", ")
-                    ),
-                ));
-            }
-            p.insert(k, decode(v));
-        }
-        if let Some(h) = p.remove("host") {
-            host = Some(h);
-        }
-        if let Some(h) = p.remove("hostaddr") {
-            host = Some(h);
-        }
-        if let Some(pt) = p.remove("port") {
-            port = Some(pt);
-        }
-        if let Some(u) = p.remove("user") {
-            user = Some(u);
-        }
-        if let Some(pw) = p.remove("password") {
-            password = Some(pw);
-        }
-        if let Some(d) = p.remove("dbname") {
-            dbname = Some(d);
-        }
-        let mut get = |k: &str, var: &str| p.remove(k).or_else(|| env(var));
-
-        let host = host
-            .filter(|h| !h.is_empty())
-            .or_else(|| env("PGHOST"))
-            .unwrap_or_else(|| "/var/run/postgresql".into());
-        let port = match port.or_else(|| env("PGPORT")) {
-            Some(s) => s
-                .parse::<u16>()
-                .map_err(|_| bad(raw, format!("port {s:?} is not a number")))?,
-            None => 5432,
-        };
-        let user = user
-            .or_else(|| env("PGUSER"))
-            .or_else(|| env("USER"))
-            .ok_or_else(|| {
-                bad(
-                    raw,
-                    "no user: give one in the URL (postgresql://USER@host/db) or PGUSER",
-                )
-            })?;
-        let dbname = dbname
-            .or_else(|| env("PGDATABASE"))
-            .unwrap_or_else(|| user.clone());
-        let mode = match get("sslmode", "PGSSLMODE") {
-            Some(m) => SslMode::parse(&m).ok_or_else(|| {
-                bad(
-                    raw,
-                    format!(
-                        "sslmode {m:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                    ),
-                )
-            })?,
-            None => SslMode::Prefer,
-        };
-        let home = env("HOME").map(PathBuf::from);
-        let rootcert = match get("sslrootcert", "PGSSLROOTCERT") {
-            Some(s) if s == "system" => Some(RootCert::System),
-            Some(s) => Some(RootCert::File(PathBuf::from(s))),
-            None => home
-                .as_ref()
-                .map(|h| h.join(".postgresql/root.crt"))
-                .filter(|p| p.is_file())
-                .map(RootCert::File),
-        };
-        let cert = get("sslcert", "PGSSLCERT").map(PathBuf::from);
-        let key = get("sslkey", "PGSSLKEY").map(PathBuf::from);
-        let connect_timeout = match get("connect_timeout", "PGCONNECT_TIMEOUT") {
-            Some(s) => match s.parse::<u64>() {
-                Ok(0) => DEFAULT_CONNECT_TIMEOUT,
-                Ok(n) => Duration::from_secs(n.max(2)),
-                Err(_) => return Err(bad(raw, format!("connect_timeout {s:?} is not a number"))),
-            },
-            None => DEFAULT_CONNECT_TIMEOUT,
-        };
-        let passfile = get("passfile", "PGPASSFILE")
-            .map(PathBuf::from)
-            .or_else(|| home.map(|h| h.join(".pgpass")));
-        // Not used by haul, but accepted because libpq accepts it.
-        let _ = p.remove("application_name");
-
-        let password = match password.or_else(|| env("PGPASSWORD")) {
-            Some(pw) => Some(pw),
-            None => passfile.and_then(|f| passfile_lookup(&f, &host, port, &dbname, &user)),
-        };
-        Ok(Self {
-            host,
-            port,
-            user,
-            password: password.map(Secret),
-            dbname,
-            ssl: Ssl {
-                mode,
-                rootcert,
-                cert,
-                key,
-            },
-            connect_timeout,
-        })
-    }
-
     /// The same server, another database (`postgres`, to create or drop one).
     pub fn with_dbname(&self, dbname: &str) -> Self {
         Self {
@@ -326,7 +110,7 @@ impl PgConn {
         }
     }
 
-    fn is_socket(&self) -> bool {
+    pub(super) fn is_socket(&self) -> bool {
         self.host.starts_with('/')
     }
 
@@ -480,164 +264,15 @@ impl PgConn {
     }
 }
 
-fn split_host_port(hp: &str) -> std::result::Result<(Option<String>, Option<String>), String> {
-    if hp.is_empty() {
-        return Ok((None, None));
-    }
-    if let Some(rest) = hp.strip_prefix('[') {
-        let (h, after) = rest
-            .split_once(']')
-            .ok_or("an IPv6 address in [brackets] lacks its closing ]")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.to_owned()),
-            None if after.is_empty() => None,
-            None => return Err(format!("unexpected {after:?} after the host")),
-        };
-        return Ok((Some(h.to_owned()), port));
-    }
-    Ok(match hp.rsplit_once(':') {
-        Some((h, p)) => (
-            Some(h.to_owned()),
-            Some(p.to_owned()).filter(|p| !p.is_empty()),
-        ),
-        None => (Some(hp.to_owned()), None),
-    })
-}
-
-/// The password a passfile (`~/.pgpass` format) gives this connection, if
-/// any: `host:port:database:user:password`, `*` matching anything, `\`
-/// escaping `:` and `\`. A Unix socket matches `localhost`, as in libpq.
-fn passfile_lookup(file: &Path, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let host = if host.starts_with('/') {
-        "localhost"
-    } else {
-        host
-    };
-    let port = port.to_string();
-    for line in text.lines() {
-        if line.trim_start().starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = Vec::new();
-        let mut cur = String::new();
-        let mut chars = line.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => cur.extend(chars.next()),
-                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut cur)),
-                c => cur.push(c),
-            }
-        }
-        fields.push(cur);
-        if fields.len() != 5 {
-            continue;
-        }
-        let m = |f: &str, v: &str| f == "*" || f == v;
-        if m(&fields[0], host) && m(&fields[1], &port) && m(&fields[2], db) && m(&fields[3], user) {
-            return Some(fields[4].clone());
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_none(_: &str) -> Option<String> {
-        None
-    }
-
-    #[test]
-    fn parses_urls_the_libpq_way() {
-        let c = PgConn::parse_with(
-            "postgresql://pach%40x:s3cr%3At@db.example:6543/pachyderm?sslmode=verify-full&sslrootcert=/ca.pem",
-            &env_none,
-        )
-        .unwrap();
-        assert_eq!(c.host, "db.example");
-        assert_eq!(c.port, 6543);
-        assert_eq!(c.user, "pach@x");
-        assert_eq!(c.password.as_ref().unwrap().expose(), "s3cr:t");
-        assert_eq!(c.dbname, "pachyderm");
-        assert_eq!(c.ssl.mode, SslMode::VerifyFull);
-        assert_eq!(c.ssl.rootcert, Some(RootCert::File("/ca.pem".into())));
-        assert!(!format!("{c:?}").contains("s3cr"), "{c:?}");
-        assert_eq!(
-            c.display_url(),
-            "postgresql://pach%40x@db.example:6543/pachyderm?sslmode=verify-full"
-        );
-
-        let env = |k: &str| match k {
-            "PGUSER" => Some("u".to_owned()),
-            "PGPASSWORD" => Some("envpw".to_owned()),
-            "PGSSLMODE" => Some("require".to_owned()),
-            _ => None,
-        };
-        let c = PgConn::parse_with("postgres://[::1]/d", &env).unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.user.as_str()),
-            ("::1", 5432, "u")
-        );
-        assert_eq!(c.password.unwrap().expose(), "envpw");
-        assert_eq!(c.ssl.mode, SslMode::Require);
-
-        let c = PgConn::parse_with("postgresql://u@/d?host=/run/pg&port=5433", &env_none).unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("/run/pg", 5433));
-        assert!(c.is_socket());
-    }
-
-    #[test]
-    fn refuses_bad_urls_without_echoing_the_password() {
-        for (url, needle) in [
-            ("mysql://u:hunter2@h/d", "expected postgresql://"),
-            (
-                "postgresql://u:hunter2@h/d?sslmod=require",
-                "unknown parameter \"sslmod\"",
-            ),
-            ("postgresql://u:hunter2@h/d?sslmode=on", "sslmode \"on\""),
-            ("postgresql://u:hunter2@h:port/d", "port \"port\""),
-            ("postgresql://u:hunter2@a,b/d", "several hosts"),
-        ] {
-            let e = PgConn::parse_with(url, &env_none).unwrap_err().to_string();
-            assert!(e.contains(needle), "{url}: {e}");
-            assert!(!e.contains("hunter2"), "{e}");
-        }
-        assert_eq!(
-            redact_url("postgresql://u:pw@h/d?password=pw2&sslmode=require"),
-            "postgresql://u:***@h/d?password=***&sslmode=require"
-        );
-    }
-
-    #[test]
-    fn passfile_matches_like_libpq() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pgpass");
-        std::fs::write(
-            &f,
-            "# comment\nother:*:*:*:nope\ndb.example:5432:*:pach:pa\\:ss\nlocalhost:*:*:*:sock\n",
-        )
-        .unwrap();
-        assert_eq!(
-            passfile_lookup(&f, "db.example", 5432, "x", "pach").as_deref(),
-            Some("pa:ss")
-        );
-        assert_eq!(passfile_lookup(&f, "db.example", 5433, "x", "pach"), None);
-        assert_eq!(
-            passfile_lookup(&f, "/var/run/postgresql", 5432, "x", "y").as_deref(),
-            Some("sock")
-        );
-        let env = |k: &str| (k == "PGPASSFILE").then(|| f.display().to_string());
-        let c = PgConn::parse_with("postgresql://pach@db.example/x", &env).unwrap();
-        assert_eq!(c.password.unwrap().expose(), "pa:ss");
-    }
 
     #[test]
     fn child_programs_get_the_password_by_environment_only() {
         let c = PgConn::parse_with(
             "postgresql://u:topsecret@127.0.0.1:5/d?sslmode=require&sslrootcert=/ca.pem",
-            &env_none,
+            &|_: &str| None,
         )
         .unwrap();
         let cmd = c.command(Path::new("/bin/pg_dump"), &["--format=custom".into()]);

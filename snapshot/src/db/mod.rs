@@ -2,7 +2,9 @@
 //! repository, and restored from it.
 //!
 //! ```text
-//! backup:  conn (URL → tokio-postgres + libpq env) ─▶ tools (pg_dump ≥ server)
+//! pgurl, passfile: URL + PG* environment + passfile ─▶ conn::PgConn
+//! conn, tls: PgConn ─▶ tokio-postgres over rustls │ libpq environment for client programs
+//! backup:  conn ─▶ tools (pg_dump ≥ server)
 //!          ─▶ dump: exported MVCC snapshot ─▶ pg_dump --snapshot ─stdout─▶ stream::store
 //!                   (FastCDC ─▶ put_plain)  ∥  tables::count in the same snapshot
 //!          globals: pg_dumpall --globals-only ─▶ stream::store
@@ -18,6 +20,8 @@
 pub mod conn;
 pub mod dump;
 pub mod globals;
+mod passfile;
+mod pgurl;
 mod process;
 pub mod restore;
 mod stream;
