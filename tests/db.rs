@@ -526,6 +526,24 @@ async fn owners_roles_and_no_owner() {
         format!("DROP ROLE {role}"),
     ])
     .await;
+
+    // verify counts the roles dump among the chunks a snapshot needs.
+    Haul::new().run(["verify", "--repo", &repo]).ok();
+    let id = b["snapshot"].as_str().unwrap();
+    let root: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(format!("repo/snapshots/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let chunk = root["globals"]["chunks"][0].as_str().unwrap();
+    std::fs::remove_file(
+        dir.path()
+            .join(format!("repo/chunks/{}/{chunk}", &chunk[..2])),
+    )
+    .unwrap();
+    let v = Haul::new()
+        .run(["verify", "--repo", &repo])
+        .fails_with(3, "missing");
+    assert!(v.stdout.contains(chunk), "{}", v.stdout);
 }
 
 /// Passwords: the right one works from the URL or a passfile and is never

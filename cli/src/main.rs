@@ -6,7 +6,7 @@
 //! | 0 | done |
 //! | 1 | failed: nothing was committed (see the message) |
 //! | 2 | bad usage (unknown flag, missing argument) |
-//! | 3 | the data is damaged: `verify` found problems, or a restore skipped damaged objects |
+//! | 3 | the data is damaged: `verify` found problems, a restore skipped damaged objects, or restored row counts differ from the snapshot's |
 
 mod args;
 mod commands;

@@ -47,6 +47,7 @@ pub async fn verify(
     for snap in snapshots {
         wanted.extend(snap.databases.iter().flat_map(|d| d.chunks.iter().copied()));
         wanted.extend(snap.helm_values);
+        wanted.extend(snap.globals.iter().flat_map(|g| g.chunks.iter().copied()));
         let Some(bucket) = &snap.bucket else { continue };
         wanted.extend(bucket.segments.iter().map(|s| s.id));
         // A segment that cannot be read is reported, and its objects cannot be checked.
