@@ -20,7 +20,7 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use serde::Serialize;
 
 use crate::listing::{self, Listed};
-use crate::{Location, MoverError, Repository, Result, merge};
+use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
 /// What a bucket backup did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -173,7 +173,10 @@ pub async fn backup(
                     Ok(Some(e))
                 }
                 Work::Read { listed, changed } => {
-                    let out = read_object(repo, source, listed).await?;
+                    // Its own task: it holds request, memory and CPU permits that the
+                    // segment writer below also needs (see `spawned`).
+                    let (r, s) = (repo.clone(), source.clone());
+                    let out = spawned(async move { read_object(&r, &s, listed).await }).await?;
                     match &out {
                         Some((e, up)) => add(&|s| {
                             if changed {
@@ -375,4 +378,65 @@ async fn read_version(
         ChunkId::from(tree::object_hash(&cvs))
     };
     Ok((entry(hash, ids), up))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+    use crate::{Engine, Limits, StoreConfig, StoreUrl};
+
+    /// Regression: an incremental backup of a few segments' worth of objects
+    /// hung forever. The segment writer waited for a CPU permit that parent
+    /// segment reads held while no one polled them. Work that holds permits
+    /// now runs as its own task. One CPU worker makes the contention certain.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn incremental_backup_spanning_segments_does_not_deadlock() {
+        let cfg = StoreConfig::default();
+        let src = cfg
+            .open(&StoreUrl::parse("memory://deadlock-src").unwrap(), true)
+            .unwrap();
+        for i in 0..20_000 {
+            let body = if i % 1000 == 0 {
+                PutPayload::from(vec![i as u8; 3000])
+            } else {
+                PutPayload::default()
+            };
+            src.store
+                .put(&src.path(&format!("k/{i:08}")), body)
+                .await
+                .unwrap();
+        }
+        let limits = Limits {
+            cpu: 1,
+            ..Limits::default()
+        };
+        let repo_loc = cfg
+            .open(&StoreUrl::parse("memory://deadlock-repo").unwrap(), true)
+            .unwrap();
+        let repo = Repository::init(repo_loc, Engine::new(limits))
+            .await
+            .unwrap();
+        let in_time = |f| tokio::time::timeout(Duration::from_secs(60), f);
+        let first = in_time(backup(&repo, &src, None))
+            .await
+            .expect("first backup hung")
+            .unwrap();
+        assert!(
+            first.record.segments.len() >= 3,
+            "the test needs several segments"
+        );
+        let second = in_time(backup(&repo, &src, Some(&first.record)))
+            .await
+            .expect("second backup hung")
+            .unwrap();
+        assert_eq!(second.stats.objects_unchanged, 20_000);
+        assert_eq!(
+            second.record.segments, first.record.segments,
+            "unchanged keys give identical segments"
+        );
+    }
 }

@@ -34,4 +34,4 @@ pub use engine::{Engine, Progress};
 pub use error::{MoverError, Result, error_chain};
 pub use limits::Limits;
 pub use location::{Location, Scheme, StoreConfig, StoreUrl};
-pub use repo::{Repository, SegmentSink, new_snapshot_id};
+pub use repo::{RepoInner, Repository, SegmentSink, new_snapshot_id, spawned};

@@ -1,7 +1,7 @@
 //! A haul repository in an object store (format: see `haul_manifest`).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -16,9 +16,14 @@ use tokio::sync::OnceCell;
 
 use crate::{Engine, Location, MoverError, Result, listing};
 
-/// An opened repository.
+/// An opened repository. Cloning is cheap (one `Arc`): transfers run as
+/// their own tasks, each holding a clone.
+#[derive(Debug, Clone)]
+pub struct Repository(Arc<RepoInner>);
+
+/// What a repository handle shares.
 #[derive(Debug)]
-pub struct Repository {
+pub struct RepoInner {
     pub loc: Location,
     pub config: RepoConfig,
     pub engine: Engine,
@@ -26,6 +31,40 @@ pub struct Repository {
     /// time a chunk is about to be stored, then kept up to date, so a chunk
     /// that exists is never uploaded again and no per-chunk HEAD is needed.
     known: OnceCell<Mutex<HashSet<ChunkId>>>,
+}
+
+impl std::ops::Deref for Repository {
+    type Target = RepoInner;
+    fn deref(&self) -> &RepoInner {
+        &self.0
+    }
+}
+
+/// Runs `fut` as its own task and waits for it.
+///
+/// Work that holds a shared permit (a request slot, a CPU worker, memory)
+/// must never sit un-polled inside a stream combinator while its consumer
+/// waits for the same permits elsewhere (writing a segment, say): that is a
+/// deadlock. A spawned task makes progress, and releases its permits, on its
+/// own; the combinator then only holds its result.
+///
+/// The task starts at once, not when the returned future is first polled,
+/// and is aborted if that future is dropped (a failed pipeline stops its work).
+pub fn spawned<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(fut));
+    async move {
+        (&mut task.0)
+            .await
+            .map_err(|e| MoverError::Task(e.to_string()))?
+    }
 }
 
 fn random<const N: usize>() -> Result<[u8; N]> {
@@ -92,12 +131,12 @@ impl Repository {
             .limits
             .check(config.object_chunk_size)
             .map_err(MoverError::Limits)?;
-        Ok(Self {
+        Ok(Self(Arc::new(RepoInner {
             loc,
             config,
             engine,
             known: OnceCell::new(),
-        })
+        })))
     }
 
     pub fn url(&self) -> String {
@@ -233,30 +272,32 @@ impl Repository {
     // ---- manifests ----------------------------------------------------
 
     /// The entries of a manifest, in key order, reading a few segments ahead.
-    pub fn entries(&self, segments: Vec<SegmentRef>) -> BoxStream<'_, Result<ObjectEntry>> {
+    pub fn entries(&self, segments: Vec<SegmentRef>) -> BoxStream<'static, Result<ObjectEntry>> {
+        let repo = self.clone();
         stream::iter(segments)
-            .map(move |s| async move {
-                let plain = self.read_chunk(s.id).await?;
-                let entries = segment::parse(&plain, &format!("segment {}", s.id))
-                    .map_err(|e| self.corrupt(format!("segment {}", s.id), e))?;
-                if entries.len() as u64 != s.entries {
-                    return Err(self.corrupt(
-                        format!("segment {}", s.id),
-                        haul_manifest::FormatError::Invalid {
-                            what: format!("segment {}", s.id),
-                            reason: format!(
-                                "holds {} entries, the snapshot says {}",
-                                entries.len(),
-                                s.entries
-                            ),
-                        },
-                    ));
-                }
-                Ok(stream::iter(entries.into_iter().map(Ok)))
-            })
+            .map(move |s| spawned(repo.clone().read_segment(s)))
             .buffered(self.engine.limits.read_ahead.max(1))
+            .map_ok(|entries| stream::iter(entries.into_iter().map(Ok)))
             .try_flatten()
             .boxed()
+    }
+
+    async fn read_segment(self, s: SegmentRef) -> Result<Vec<ObjectEntry>> {
+        let what = format!("segment {}", s.id);
+        let plain = self.read_chunk(s.id).await?;
+        let entries = segment::parse(&plain, &what).map_err(|e| self.corrupt(what.clone(), e))?;
+        if entries.len() as u64 != s.entries {
+            let reason = format!(
+                "holds {} entries, the snapshot says {}",
+                entries.len(),
+                s.entries
+            );
+            return Err(self.corrupt(
+                what.clone(),
+                haul_manifest::FormatError::Invalid { what, reason },
+            ));
+        }
+        Ok(entries)
     }
 
     /// Writes sorted entries as segments; returns the segment list.

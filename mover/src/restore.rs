@@ -32,7 +32,7 @@ use object_store::{ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
 use crate::listing::{self, Listed};
-use crate::{Location, MoverError, Repository, Result, merge};
+use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
 /// The plan of a restore.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -244,7 +244,8 @@ impl<'a> Restore<'a> {
             return Ok(keep(entry));
         }
         // Unknown content of the right size: read and hash it.
-        let equal = self.hash_target(&entry.key).await? == entry.hash;
+        let (repo, target, key) = (self.repo.clone(), self.target.clone(), entry.key.clone());
+        let equal = spawned(hash_object(repo, target, key)).await? == entry.hash;
         if equal {
             self.checked_equal
                 .lock()
@@ -257,23 +258,6 @@ impl<'a> Restore<'a> {
                 missing: false,
             })
         }
-    }
-
-    async fn hash_target(&self, key: &str) -> Result<ChunkId> {
-        let _r = self.repo.engine.request().await;
-        let url = self.target.url.join(key);
-        let mut body = self
-            .target
-            .store
-            .get(&self.target.key_path(key)?)
-            .await
-            .map_err(|e| MoverError::store("read", &url, e))?
-            .into_stream();
-        let mut h = blake3::Hasher::new();
-        while let Some(piece) = body.next().await {
-            h.update(&piece.map_err(|e| MoverError::store("read", &url, e))?);
-        }
-        Ok(ChunkId::from(h.finalize()))
     }
 
     /// Computes the plan without changing anything.
@@ -352,7 +336,13 @@ impl<'a> Restore<'a> {
                             .push(l.key);
                         None
                     }
-                    Decision::Copy { entry, .. } => match self.copy(&entry).await {
+                    Decision::Copy { entry, .. } => match spawned(copy_object(
+                        self.repo.clone(),
+                        self.target.clone(),
+                        entry.clone(),
+                    ))
+                    .await
+                    {
                         Ok(put) => {
                             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
                             s.objects_copied += 1;
@@ -458,94 +448,6 @@ impl<'a> Restore<'a> {
             .write_json(&state_path(&self.target), &state)
             .await
     }
-
-    /// Writes one object; the object appears only if every chunk verified.
-    async fn copy(&self, entry: &ObjectEntry) -> Result<PutResult> {
-        let engine = &self.repo.engine;
-        let path = self.target.key_path(&entry.key)?;
-        let url = self.target.url.join(&entry.key);
-        let ids = entry.chunk_ids().to_vec();
-        let chunk_size = self.repo.config.object_chunk_size;
-        let _memory = engine.reserve_object(entry.size, chunk_size).await;
-        let chunks = stream::iter(ids)
-            .map(|id| self.repo.read_chunk(id))
-            .buffered(engine.limits.object_parts);
-
-        if entry.size <= engine.limits.multipart_threshold {
-            let parts: Vec<Bytes> = chunks.try_collect().await?;
-            check_size(entry, parts.iter().map(|b| b.len() as u64).sum())?;
-            let _r = engine.request().await;
-            return self
-                .target
-                .store
-                .put(&path, PutPayload::from_iter(parts))
-                .await
-                .map_err(|e| MoverError::store("write", &url, e));
-        }
-
-        let mut upload = {
-            let _r = engine.request().await;
-            self.target
-                .store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| MoverError::store("start an upload of", &url, e))?
-        };
-        let result = async {
-            let mut chunks = std::pin::pin!(chunks);
-            let mut in_flight = FuturesUnordered::new();
-            let mut part: Vec<Bytes> = Vec::new();
-            let mut part_len = 0u64;
-            let mut total = 0u64;
-            loop {
-                let next = chunks.try_next().await?;
-                if let Some(c) = &next {
-                    part_len += c.len() as u64;
-                    total += c.len() as u64;
-                    part.push(c.clone());
-                }
-                if part_len >= engine.limits.part_size || (next.is_none() && part_len > 0) {
-                    while in_flight.len() >= engine.limits.object_parts {
-                        in_flight
-                            .try_next()
-                            .await
-                            .map_err(|e| MoverError::store("upload a part of", &url, e))?;
-                    }
-                    let permit = engine.request().await;
-                    let fut = upload.put_part(PutPayload::from_iter(std::mem::take(&mut part)));
-                    in_flight.push(async move {
-                        let r = fut.await;
-                        drop(permit);
-                        r
-                    });
-                    part_len = 0;
-                }
-                if next.is_none() {
-                    break;
-                }
-            }
-            check_size(entry, total)?;
-            while in_flight
-                .try_next()
-                .await
-                .map_err(|e| MoverError::store("upload a part of", &url, e))?
-                .is_some()
-            {}
-            let _r = engine.request().await;
-            upload
-                .complete()
-                .await
-                .map_err(|e| MoverError::store("complete the upload of", &url, e))
-        }
-        .await;
-        if result.is_err() {
-            // Never leave a half-written object or an orphaned upload behind.
-            if let Err(e) = upload.abort().await {
-                tracing::warn!("could not abort the upload of {url}: {e}");
-            }
-        }
-        result
-    }
 }
 
 fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
@@ -559,4 +461,109 @@ fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Reads and hashes a target object (to compare content of unknown origin).
+async fn hash_object(repo: Repository, target: Location, key: String) -> Result<ChunkId> {
+    let _r = repo.engine.request().await;
+    let url = target.url.join(&key);
+    let mut body = target
+        .store
+        .get(&target.key_path(&key)?)
+        .await
+        .map_err(|e| MoverError::store("read", &url, e))?
+        .into_stream();
+    let mut h = blake3::Hasher::new();
+    while let Some(piece) = body.next().await {
+        h.update(&piece.map_err(|e| MoverError::store("read", &url, e))?);
+    }
+    Ok(ChunkId::from(h.finalize()))
+}
+
+/// Writes one object; the object appears only if every chunk verified.
+/// Runs as its own task (see `spawned`); so do its chunk reads and part
+/// uploads, which hold permits while the loop below waits on others.
+async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> Result<PutResult> {
+    let entry = &entry;
+    let engine = &repo.engine;
+    let path = target.key_path(&entry.key)?;
+    let url = target.url.join(&entry.key);
+    let ids = entry.chunk_ids().to_vec();
+    let chunk_size = repo.config.object_chunk_size;
+    let _memory = engine.reserve_object(entry.size, chunk_size).await;
+    let chunks = stream::iter(ids)
+        .map(|id| {
+            let r = repo.clone();
+            spawned(async move { r.read_chunk(id).await })
+        })
+        .buffered(engine.limits.object_parts);
+
+    if entry.size <= engine.limits.multipart_threshold {
+        let parts: Vec<Bytes> = chunks.try_collect().await?;
+        check_size(entry, parts.iter().map(|b| b.len() as u64).sum())?;
+        let _r = engine.request().await;
+        return target
+            .store
+            .put(&path, PutPayload::from_iter(parts))
+            .await
+            .map_err(|e| MoverError::store("write", &url, e));
+    }
+
+    let mut upload = {
+        let _r = engine.request().await;
+        target
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| MoverError::store("start an upload of", &url, e))?
+    };
+    let result = async {
+        let mut chunks = std::pin::pin!(chunks);
+        let mut in_flight = FuturesUnordered::new();
+        let mut part: Vec<Bytes> = Vec::new();
+        let mut part_len = 0u64;
+        let mut total = 0u64;
+        loop {
+            let next = chunks.try_next().await?;
+            if let Some(c) = &next {
+                part_len += c.len() as u64;
+                total += c.len() as u64;
+                part.push(c.clone());
+            }
+            if part_len >= engine.limits.part_size || (next.is_none() && part_len > 0) {
+                while in_flight.len() >= engine.limits.object_parts {
+                    in_flight.try_next().await?;
+                }
+                let permit = engine.request().await;
+                let fut = upload.put_part(PutPayload::from_iter(std::mem::take(&mut part)));
+                let part_url = url.to_string();
+                in_flight.push(spawned(async move {
+                    let r = fut
+                        .await
+                        .map_err(|e| MoverError::store("upload a part of", part_url, e));
+                    drop(permit);
+                    r
+                }));
+                part_len = 0;
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        check_size(entry, total)?;
+        while in_flight.try_next().await?.is_some() {}
+        let _r = engine.request().await;
+        upload
+            .complete()
+            .await
+            .map_err(|e| MoverError::store("complete the upload of", &url, e))
+    }
+    .await;
+    if result.is_err() {
+        // Never leave a half-written object or an orphaned upload behind.
+        if let Err(e) = upload.abort().await {
+            tracing::warn!("could not abort the upload of {url}: {e}");
+        }
+    }
+    result
 }
