@@ -104,11 +104,13 @@ class Bench:
         dt = time.monotonic() - t0
         if r.returncode != 0:
             raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr[-3000:]}")
-        rss = 0
+        rss, cpu = 0, 0.0
         for line in r.stderr.splitlines():
             if "Maximum resident set size" in line:
                 rss = int(line.split()[-1]) / 1024
-        return dt, rss, r.stdout
+            elif "User time (seconds)" in line or "System time (seconds)" in line:
+                cpu += float(line.split()[-1])
+        return dt, rss, r.stdout, cpu
 
     def rc(self, *args):
         return [self.rclone, "--config", "/dev/null", "--transfers", "32", "--checkers", "32",
@@ -158,10 +160,12 @@ class Bench:
         """One table row: tool `a` against tool `b` (medians of their runs)."""
         am = statistics.median(r[0] for r in a_runs)
         row = {"scenario": scenario, "what": what, "a": a, "a_s": am, "a_rss": max(r[1] for r in a_runs),
+               "a_cpu": statistics.median(r[3] for r in a_runs),
                "bytes": nbytes, "note": note, "runs": len(a_runs)}
         if b_runs:
             bm = statistics.median(r[0] for r in b_runs)
-            row.update({"b": b, "b_s": bm, "b_rss": max(r[1] for r in b_runs), "speedup": bm / am})
+            row.update({"b": b, "b_s": bm, "b_rss": max(r[1] for r in b_runs),
+                        "b_cpu": statistics.median(r[3] for r in b_runs), "speedup": bm / am})
         self.results.append(row)
         log(json.dumps(row))
 
@@ -335,16 +339,17 @@ class Bench:
 
     # ------------------------------------------------------------ report ---
     def table(self):
-        out = ["| scenario | what | A | B | A s | B s | B time / A time | A MiB/s | B MiB/s | A peak RSS | B peak RSS | runs |",
-               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out = ["| scenario | what | A | B | A s | B s | B time / A time | A MiB/s | B MiB/s | A peak RSS | B peak RSS | A CPU s | B CPU s | runs |",
+               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in self.results:
             rate = lambda s: f"{r['bytes'] / MIB / s:.0f}" if r["bytes"] and s else "-"
             has_b = "b_s" in r
-            out.append("| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {:.0f} MiB | {} | {} |".format(
+            out.append("| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {:.0f} MiB | {} | {:.1f} | {} | {} |".format(
                 r["scenario"], r["what"] + (f" ({r['note']})" if r.get("note") else ""), r["a"],
                 r.get("b", "-"), r["a_s"], f"{r['b_s']:.2f}" if has_b else "-",
                 f"{r['speedup']:.2f}" if has_b else "-", rate(r["a_s"]), rate(r["b_s"]) if has_b else "-",
-                r["a_rss"], f"{r['b_rss']:.0f} MiB" if has_b else "-", r["runs"]))
+                r["a_rss"], f"{r['b_rss']:.0f} MiB" if has_b else "-", r["a_cpu"],
+                f"{r['b_cpu']:.1f}" if has_b else "-", r["runs"]))
         return "\n".join(out)
 
 
