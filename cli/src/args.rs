@@ -43,12 +43,30 @@ pub struct Global {
     pub json: bool,
 
     /// Config file (TOML). Its [[store]] sections give per-store endpoint,
-    /// region, profile and the names of credential variables, e.g.
+    /// region, profile and the names of credential variables; [cluster]
+    /// describes what `haul backup` backs up, [restore] where `haul restore`
+    /// restores it (flags override both), e.g.
     ///   [[store]]
     ///   url = "s3://prod-backups"
     ///   endpoint = "https://minio.internal:9000"
     ///   access_key_id_env = "BACKUP_AWS_ACCESS_KEY_ID"
     ///   secret_access_key_env = "BACKUP_AWS_SECRET_ACCESS_KEY"
+    ///   [cluster]
+    ///   repo = "s3://prod-backups/pachyderm"
+    ///   source = "s3://pachyderm-data"
+    ///   pause = "kubectl"
+    ///   context = "prod"
+    ///   max_downtime = "2m"
+    ///   helm_values = "values.yaml"
+    ///   [cluster.databases]
+    ///   pachyderm = "postgresql://pachyderm@pg/pachyderm"
+    ///   dex = "postgresql://pachyderm@pg/dex"
+    ///   [restore]
+    ///   to = "s3://pachyderm-data-restored"
+    ///   helm_values_out = "restored-values.yaml"
+    ///   [restore.databases]
+    ///   pachyderm = "postgresql://postgres@pg-new/pachyderm"
+    ///   dex = "postgresql://postgres@pg-new/dex"
     #[arg(
         short = 'c',
         long,
@@ -116,11 +134,26 @@ pub enum Command {
     ///
     /// The snapshot exists only once everything is stored: an interrupted
     /// backup, a failed or killed pg_dump leaves no snapshot.
+    ///
+    /// A running cluster (--pause): the bucket is first copied while the
+    /// cluster runs, in rounds that each copy what changed during the one
+    /// before, until the delta stops shrinking (or, with --max-downtime,
+    /// until the paused phase is predicted to fit). Then haul pauses the
+    /// cluster, copies the last delta while dumping the databases, commits
+    /// the snapshot and resumes the cluster, with its original replica
+    /// counts, whatever happens: success, error, Ctrl-C, SIGTERM. If resuming
+    /// fails, haul prints the commands to run by hand and exits with 4.
+    /// --dry-run predicts the rounds and the downtime from past runs.
     #[command(after_help = "Examples:
-  # A Pachyderm cluster: its bucket and both databases, in one snapshot
-  haul backup --repo s3://backups/pach --source s3://pach-data \\
+  # A running Pachyderm cluster, paused only for the last delta and the dumps
+  haul backup --repo s3://backups/pach --source s3://pach-data --pause kubectl --context prod \\
+      --namespace pachyderm --max-downtime 2m --helm-values values.yaml \\
       --db 'pachyderm=postgresql://pachyderm@pg.internal:5432/pachyderm?sslmode=verify-full&sslrootcert=/etc/pg/ca.pem' \\
       --db 'dex=postgresql://pachyderm@pg.internal:5432/dex?sslmode=verify-full&sslrootcert=/etc/pg/ca.pem'
+
+  # The same, described once in a config file ([cluster] section; see --config)
+  haul backup -c prod.toml
+  haul backup -c prod.toml --dry-run     # plan, and the downtime predicted from past runs
 
   # An Enterprise Server (databases only), with the server's roles
   haul backup --repo s3://backups/enterprise --db pachyderm=postgresql://postgres@pg/pachyderm \\
@@ -153,6 +186,8 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// A label stored with the snapshot (repeatable), e.g. --label cluster=prod.
         #[arg(long, value_name = "KEY=VALUE")]
         label: Vec<String>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
 
     /// List the snapshots of a repository, oldest first.
@@ -181,9 +216,15 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
     /// Afterwards every table's row count is compared with the snapshot's;
     /// a difference is reported and the exit code is 3.
     #[command(after_help = "Examples:
-  # A whole Pachyderm cluster into a new bucket and new databases
+  # A whole Pachyderm cluster into a new bucket and new databases, with its Helm values
   haul restore latest --repo s3://backups/pach --to s3://pach-data-restored \\
-      --db pachyderm=postgresql://postgres@pg-new/pachyderm --db dex=postgresql://postgres@pg-new/dex
+      --db pachyderm=postgresql://postgres@pg-new/pachyderm --db dex=postgresql://postgres@pg-new/dex \\
+      --helm-values-out restored-values.yaml
+  helm install pachyderm pachyderm/pachyderm -f restored-values.yaml
+
+  # The same, with the targets in the config file's [restore] section
+  haul restore latest -c prod.toml --dry-run    # the plan: copied, replaced, kept
+  haul restore latest -c prod.toml
 
   # Refresh staging's database from production's last snapshot, replacing it
   haul restore latest --repo s3://backups/pach --db pachyderm=postgresql://postgres@pg-staging/pachyderm --clean
@@ -224,6 +265,12 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Write the snapshot's Helm values (backup --helm-values) to FILE,
+        /// pointed at the restore targets: PostgreSQL host, port, user and
+        /// database names from --db, the bucket from --to. Other keys and
+        /// comments are kept as they are.
+        #[arg(long, value_name = "FILE")]
+        helm_values_out: Option<PathBuf>,
     },
 
     /// Check a repository: every chunk a snapshot names exists (and, with
@@ -242,7 +289,45 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
 
 #[derive(Debug, Args)]
 pub struct RepoArg {
-    /// The repository, e.g. s3://backups/pachyderm.
+    /// The repository, e.g. s3://backups/pachyderm (or `repo` in the config
+    /// file's [cluster] section).
     #[arg(long = "repo", short = 'r', env = "HAUL_REPO", value_name = "REPO")]
-    pub url: String,
+    pub url: Option<String>,
+}
+
+/// Pausing a running cluster for a consistent backup.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterArgs {
+    /// How to pause the cluster for the final pass and the dumps:
+    /// pachctl (`pachctl enterprise pause`, checks the active context),
+    /// kubectl (scale pachd and the pipeline workers to 0, then back),
+    /// enterprise (an Enterprise Server: scale pach-enterprise; databases
+    /// only), enterprise-pachctl (the same through pachctl and its active
+    /// enterprise context), none (no pause, one pass) [default: none].
+    #[arg(long, value_name = "METHOD", verbatim_doc_comment)]
+    pub pause: Option<String>,
+    /// pachctl: the context that must be active (haul refuses to pause
+    /// another); kubectl: the context to use.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// kubectl: the namespace of pachd.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// How long to wait for the cluster to pause (pods to stop) [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub pause_timeout: Option<String>,
+    /// Pre-copy until the paused phase is predicted to take at most this
+    /// (e.g. 90s, 2m); give up, leaving the cluster running, if the bucket
+    /// changes too fast for it.
+    #[arg(long, value_name = "DURATION")]
+    pub max_downtime: Option<String>,
+    /// At most this many live pre-copy rounds; 0 copies everything while
+    /// paused [default: 8].
+    #[arg(long, value_name = "N")]
+    pub precopy_rounds: Option<u32>,
+    /// A Helm values file to store with the snapshot (restore
+    /// --helm-values-out rewrites it for the restored cluster).
+    #[arg(long, value_name = "FILE")]
+    pub helm_values: Option<PathBuf>,
 }

@@ -7,9 +7,12 @@
 //! | 1 | failed: nothing was committed (see the message) |
 //! | 2 | bad usage (unknown flag, missing argument) |
 //! | 3 | the data is damaged: `verify` found problems, a restore skipped damaged objects, or restored row counts differ from the snapshot's |
+//! | 4 | the cluster could not be resumed after a paused backup: run the commands printed |
+//! | 130, 143 | interrupted by SIGINT, SIGTERM (a paused cluster was resumed first) |
 
 mod args;
 mod commands;
+mod config;
 mod output;
 
 use std::process::ExitCode;
@@ -20,7 +23,7 @@ use tracing_subscriber::EnvFilter;
 use crate::args::Cli;
 
 /// Exit code for damaged data (see the crate doc).
-const EXIT_DAMAGED: u8 = 3;
+pub const EXIT_DAMAGED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -55,7 +58,7 @@ fn main() -> ExitCode {
             if let Some(h) = e.hint() {
                 eprintln!("hint: {h}");
             }
-            ExitCode::from(if e.is_damage() { EXIT_DAMAGED } else { 1 })
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -269,6 +269,27 @@ pub struct Phase {
     pub objects: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// Objects listed (the bucket's size in objects when the phase lists
+    /// it; what a prediction scales listing time by). Zero otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub listed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Phase {
+    /// A phase that took `seconds` and moved nothing.
+    pub fn timed(name: impl Into<String>, seconds: f64) -> Self {
+        Self {
+            name: name.into(),
+            seconds,
+            objects: 0,
+            bytes: 0,
+            listed: 0,
+        }
+    }
 }
 
 /// `snapshots/<id>.json`: the root of a backup. Written last.

@@ -84,13 +84,13 @@ pub fn parse(plain: &[u8], what: &str) -> Result<Vec<ObjectEntry>, FormatError> 
             what: what.into(),
             source,
         })?;
-        if let Some(prev) = out.last() {
-            if key_order(&prev.key, &e.key).is_ge() {
-                return Err(FormatError::Invalid {
-                    what: what.into(),
-                    reason: format!("keys out of order: {:?} then {:?}", prev.key, e.key),
-                });
-            }
+        if let Some(prev) = out.last()
+            && key_order(&prev.key, &e.key).is_ge()
+        {
+            return Err(FormatError::Invalid {
+                what: what.into(),
+                reason: format!("keys out of order: {:?} then {:?}", prev.key, e.key),
+            });
         }
         out.push(e);
     }

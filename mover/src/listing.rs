@@ -122,14 +122,14 @@ fn to_path_order(
             if let Some((k, _)) = st.pending.first_key_value() {
                 if st.done || released(&k.0, &st.max_seen) {
                     let (_, item) = st.pending.pop_first().expect("non-empty");
-                    if let Some(prev) = &st.last_out {
-                        if key_order(prev, &item.key).is_ge() {
-                            return Err(MoverError::Unsorted {
-                                url: st.url.clone(),
-                                prev: prev.clone(),
-                                key: item.key,
-                            });
-                        }
+                    if let Some(prev) = &st.last_out
+                        && key_order(prev, &item.key).is_ge()
+                    {
+                        return Err(MoverError::Unsorted {
+                            url: st.url.clone(),
+                            prev: prev.clone(),
+                            key: item.key,
+                        });
                     }
                     st.last_out = Some(item.key.clone());
                     return Ok(Some((item, st)));

@@ -421,6 +421,41 @@ impl Repository {
         Ok(())
     }
 
+    /// The newest `limit` run records of `kind` ("backup", "restore"), oldest
+    /// first. Records that cannot be read are skipped with a warning: they
+    /// only feed predictions.
+    pub async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>> {
+        let dir = self.loc.child(RUNS_DIR);
+        let metas: Vec<_> = self
+            .loc
+            .store
+            .list(Some(&dir.prefix))
+            .try_collect()
+            .await
+            .map_err(|e| MoverError::store("list run records of", &self.loc.url, e))?;
+        let suffix = format!("-{kind}-");
+        let mut names: Vec<String> = metas
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_owned))
+            .filter(|n| n.ends_with(".json") && n.contains(&suffix))
+            .collect();
+        // Names start with the UTC start time, so they sort by time.
+        names.sort();
+        let start = names.len().saturating_sub(limit);
+        let mut runs = Vec::new();
+        for name in &names[start..] {
+            match self
+                .read_json::<RunRecord>(&format!("{RUNS_DIR}/{name}"))
+                .await
+            {
+                Ok(Some(r)) => runs.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("skipping run record {name}: {}", crate::error_chain(&e)),
+            }
+        }
+        Ok(runs)
+    }
+
     /// Reads a small JSON document of the repository, if present.
     pub async fn read_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
         let bytes = match self.loc.store.get(&self.loc.path(rel)).await {

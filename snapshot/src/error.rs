@@ -134,6 +134,45 @@ pub enum SnapshotError {
 
     #[error("two --db targets are the same database {target}")]
     SameTarget { target: String },
+
+    #[error("{tool} not found on PATH")]
+    ClusterToolMissing { tool: &'static str },
+
+    #[error("pachctl's {key} is {active:?}, not {wanted:?}: refusing to pause another cluster")]
+    WrongContext {
+        key: &'static str,
+        active: String,
+        wanted: String,
+    },
+
+    #[error("cannot pause the cluster: {step}: {reason}")]
+    Pause { step: String, reason: String },
+
+    #[error("the cluster did not pause within {seconds}s: waited for {what}")]
+    PauseTimeout { what: String, seconds: u64 },
+
+    #[error("THE CLUSTER IS STILL PAUSED: resuming it failed: {}", reasons.join("; "))]
+    ResumeFailed {
+        commands: Vec<String>,
+        reasons: Vec<String>,
+    },
+
+    #[error("interrupted by {signal}")]
+    Interrupted { signal: &'static str },
+
+    #[error(
+        "the downtime budget cannot be met: {why}; the cluster was left running and nothing was committed"
+    )]
+    DowntimeBudget { why: String },
+
+    #[error("an Enterprise Server has no object store, but --source {source_url} was given")]
+    EnterpriseHasNoBucket { source_url: String },
+
+    #[error("internal error (panic) during the paused phase: {what}")]
+    Panicked { what: String },
+
+    #[error("failure injected at {0} (HAUL_FAILPOINTS)")]
+    Injected(String),
 }
 
 fn stderr_text(s: &str) -> String {
@@ -175,6 +214,28 @@ impl SnapshotError {
             Self::UnknownDatabase { .. } => {
                 Some("name a database of the snapshot on the left of --db NAME=URL".into())
             }
+            Self::ClusterToolMissing { tool } => Some(format!(
+                "install {tool}, or choose another --pause method (pachctl, kubectl, enterprise, enterprise-pachctl, none)"
+            )),
+            Self::WrongContext { key, wanted, .. } => Some(format!(
+                "switch with `pachctl config set {key} {wanted}`, or pass the --context that is active"
+            )),
+            Self::PauseTimeout { .. } => Some(
+                "the cluster was resumed; --pause-timeout waits longer (pods may take their termination grace period to stop)".into(),
+            ),
+            Self::Pause { .. } => Some("the cluster was resumed to its state before the backup".into()),
+            Self::ResumeFailed { commands, .. } => Some(format!(
+                "resume it by hand now:\n  {}",
+                commands.join("\n  ")
+            )),
+            Self::DowntimeBudget { .. } => Some(
+                "raise --max-downtime, allow more rounds (--precopy-rounds), or back up when the cluster is quieter; \
+                 `haul backup --dry-run` predicts the downtime"
+                    .into(),
+            ),
+            Self::EnterpriseHasNoBucket { .. } => Some(
+                "back up the Enterprise Server's databases only (--db dex=...), without --source".into(),
+            ),
             Self::DbUrl { .. } => Some(
                 "the form is postgresql://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=/path/ca.pem; \
                  leave the password out and use PGPASSWORD or ~/.pgpass (PGPASSFILE)"

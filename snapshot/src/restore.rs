@@ -10,7 +10,7 @@ use haul_mover::restore::{Restore, RestoreOptions, RestorePlan, RestoreStats};
 use haul_mover::{Location, Repository};
 use serde::Serialize;
 
-use crate::backup::record_run;
+use crate::backup::record;
 use crate::db::globals::{self, GlobalsRestoreReport, GlobalsTarget};
 use crate::db::restore::{self as db_restore, PlannedDb};
 use crate::db::{DbLimits, DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget, PgConn};
@@ -166,25 +166,17 @@ impl<'a> RestoreJob<'a> {
         let databases = dbs.into_iter().collect::<Result<Vec<_>>>()?;
         let stats = stats?;
 
-        let mut phases = vec![Phase {
-            name: "plan".into(),
-            seconds: self.plan_seconds,
-            objects: 0,
-            bytes: 0,
-        }];
-        if globals.is_some() {
+        let mut phases = vec![Phase::timed("plan", self.plan_seconds)];
+        if let Some(g) = &globals {
             phases.push(Phase {
-                name: "roles".into(),
-                seconds: roles_seconds,
-                objects: 0,
-                bytes: globals.as_ref().map_or(0, |g| g.bytes),
+                bytes: g.bytes,
+                ..Phase::timed("roles", roles_seconds)
             });
         }
         phases.push(Phase {
-            name: "copy".into(),
-            seconds: t_copy.elapsed().as_secs_f64(),
             objects: stats.objects_copied,
             bytes: stats.bytes_copied + databases.iter().map(|d| d.bytes).sum::<u64>(),
+            ..Phase::timed("copy", t_copy.elapsed().as_secs_f64())
         });
         let duration_s = self.plan_seconds + t0.elapsed().as_secs_f64();
         let report = RestoreReport {
@@ -197,7 +189,7 @@ impl<'a> RestoreJob<'a> {
             duration_s,
             phases,
         };
-        record_run(
+        record(
             self.repo,
             "restore",
             self.snapshot.id,

@@ -1,13 +1,93 @@
 //! `haul backup`: a bucket and/or databases into one snapshot.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use haul_mover::MoverError;
 use haul_snapshot::backup::{self, BackupRequest};
 use haul_snapshot::db::{DbLimits, DbSource, PgConn};
+use haul_snapshot::pause::{PauseMethod, PauseSpec};
 
 use super::{CliError, Context, Outcome, Result, parse_db};
+use crate::args::ClusterArgs;
+use crate::config::{ClusterSection, parse_duration};
 use crate::output::{ProgressView, bytes, emit};
+
+/// Waiting longer than this for pods to stop is a failed pause.
+const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Pre-copy rounds at most, by default.
+const DEFAULT_PRECOPY_ROUNDS: u32 = 8;
+
+/// The cluster options, flags over the config file, validated.
+#[derive(Debug)]
+pub struct ClusterChoice {
+    pub pause: Option<PauseSpec>,
+    pub max_downtime: Option<Duration>,
+    pub precopy_rounds: u32,
+    pub helm_values: Option<PathBuf>,
+}
+
+impl ClusterChoice {
+    pub fn merge(flags: ClusterArgs, file: &ClusterSection) -> Result<Self> {
+        let duration = |flag: &str, v: Option<String>| -> Result<Option<Duration>> {
+            v.map(|s| parse_duration(&s).map_err(|e| CliError::Usage(format!("--{flag}: {e}"))))
+                .transpose()
+        };
+        let method = flags.pause.or(file.pause.clone());
+        let context = flags.context.or(file.context.clone());
+        let namespace = flags.namespace.or(file.namespace.clone());
+        let max_downtime = duration(
+            "max-downtime",
+            flags.max_downtime.or(file.max_downtime.clone()),
+        )?;
+        let timeout = duration(
+            "pause-timeout",
+            flags.pause_timeout.or(file.pause_timeout.clone()),
+        )?
+        .unwrap_or(DEFAULT_PAUSE_TIMEOUT);
+        let method = match method.as_deref() {
+            None | Some("none") => None,
+            Some(m) => Some(PauseMethod::parse(m).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--pause {m:?}: expected one of {}, none",
+                    PauseMethod::NAMES.join(", ")
+                ))
+            })?),
+        };
+        let pause = match method {
+            Some(method) => Some(PauseSpec {
+                method,
+                context,
+                namespace,
+                timeout,
+            }),
+            None => {
+                for (given, flag) in [
+                    (max_downtime.is_some(), "--max-downtime"),
+                    (context.is_some(), "--context"),
+                    (namespace.is_some(), "--namespace"),
+                ] {
+                    if given {
+                        return Err(CliError::Usage(format!(
+                            "{flag} applies to a paused backup: give --pause METHOD too"
+                        )));
+                    }
+                }
+                None
+            }
+        };
+        Ok(Self {
+            pause,
+            max_downtime,
+            precopy_rounds: flags
+                .precopy_rounds
+                .or(file.precopy_rounds)
+                .unwrap_or(DEFAULT_PRECOPY_ROUNDS),
+            helm_values: flags.helm_values.or(file.helm_values.clone()),
+        })
+    }
+}
 
 /// The arguments of `haul backup`, as typed.
 #[derive(Debug)]
@@ -18,6 +98,7 @@ pub struct BackupArgs<'a> {
     pub db_globals: Option<&'a str>,
     pub dry_run: bool,
     pub labels: &'a [String],
+    pub cluster: ClusterChoice,
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
@@ -42,15 +123,32 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
     let source_url = a.source.map(|s| ctx.url(s)).transpose()?;
     let repo_parsed = ctx.url(a.repo_url)?;
     // Refuse before touching anything: a backup inside its own source would copy itself.
-    if let Some(s) = &source_url {
-        if s.overlaps(&repo_parsed) {
-            return Err(MoverError::Overlap {
-                repo: repo_parsed.to_string(),
-                source_url: s.to_string(),
-            }
-            .into());
+    if let Some(s) = &source_url
+        && s.overlaps(&repo_parsed)
+    {
+        return Err(MoverError::Overlap {
+            repo: repo_parsed.to_string(),
+            source_url: s.to_string(),
         }
+        .into());
     }
+    let helm_values = match &a.cluster.helm_values {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("--helm-values {}: {e}", path.display())))?;
+            let text = String::from_utf8(text).map_err(|_| {
+                CliError::Usage(format!(
+                    "--helm-values {}: not a text (UTF-8) file",
+                    path.display()
+                ))
+            })?;
+            // Refuse now a file the restore could not rewrite.
+            haul_snapshot::helm::rewrite(&text, &Default::default())
+                .map_err(|e| CliError::Usage(format!("--helm-values {}: {e}", path.display())))?;
+            Some(bytes::Bytes::from(text))
+        }
+        None => None,
+    };
     let source = source_url.map(|u| ctx.stores.open(&u, false)).transpose()?;
     let repo = ctx.repo(a.repo_url).await?;
     let req = BackupRequest {
@@ -60,6 +158,10 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
         globals,
         labels,
         db_limits: DbLimits::default(),
+        pause: a.cluster.pause.clone(),
+        max_downtime: a.cluster.max_downtime,
+        max_rounds: a.cluster.precopy_rounds,
+        helm_values,
     };
 
     if a.dry_run {
@@ -84,6 +186,57 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
                 writeln!(w, "  unchanged:      {}", plan.objects_unchanged)?;
                 writeln!(w, "  removed:        {}", plan.objects_removed)?;
                 writeln!(w, "would read:       {}", bytes(plan.bytes_to_read))?;
+            }
+            if let Some(c) = &p.pause {
+                writeln!(
+                    w,
+                    "pause:            {} (context {}{})",
+                    c.method.name(),
+                    c.context.as_deref().unwrap_or("current"),
+                    c.namespace
+                        .as_deref()
+                        .map_or(String::new(), |n| format!(", namespace {n}"))
+                )?;
+                for s in &c.workloads {
+                    writeln!(w, "  {} {}: {} replica(s) now", s.kind, s.name, s.replicas)?;
+                }
+                if c.already_paused {
+                    writeln!(w, "  (already paused: it would be left paused)")?;
+                }
+            }
+            if let Some(f) = &p.forecast {
+                let m = &f.model;
+                writeln!(
+                    w,
+                    "pre-copy:         {} round(s), ~{:.0}s with the cluster running",
+                    f.precopy_rounds, f.precopy_s
+                )?;
+                writeln!(
+                    w,
+                    "downtime:         ~{:.1}s predicted (pause {:.1}s, final pass and dumps, resume {:.1}s){}",
+                    f.predicted_downtime_s,
+                    m.pause_s,
+                    m.resume_s,
+                    match f.fits {
+                        Some(true) => ", within --max-downtime",
+                        Some(false) => ", OVER --max-downtime",
+                        None => "",
+                    }
+                )?;
+                writeln!(
+                    w,
+                    "  from {} past pass(es): {:.0} µs per listed object, {}/s copied{}",
+                    m.samples,
+                    m.per_object_s * 1e6,
+                    bytes((1.0 / m.per_byte_s) as u64),
+                    m.change_bps.map_or(String::new(), |r| format!(
+                        ", bucket changing at {}/s",
+                        bytes(r as u64)
+                    ))
+                )?;
+                for n in &f.notes {
+                    writeln!(w, "  note: {n}")?;
+                }
             }
             for d in &p.databases {
                 writeln!(
@@ -119,6 +272,23 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
             r.parent
                 .map_or("none (full backup)".into(), |p| p.to_string())
         )?;
+        for r in &r.precopy {
+            writeln!(
+                w,
+                "pre-copy:  round {}: {} objects read ({}) in {:.1}s, cluster running",
+                r.round,
+                r.objects_read,
+                bytes(r.bytes_read),
+                r.seconds
+            )?;
+        }
+        if let Some(d) = r.downtime_s {
+            writeln!(
+                w,
+                "downtime:  {d:.1}s paused (predicted {:.1}s), cluster resumed",
+                r.predicted_downtime_s.unwrap_or(0.0)
+            )?;
+        }
         if req.source.is_some() {
             writeln!(w, "objects:   {} ({})", s.objects, bytes(s.bytes))?;
             writeln!(

@@ -13,7 +13,8 @@ use haul_snapshot::db::PgConn;
 use haul_snapshot::db::conn::redact_url;
 use serde::Serialize;
 
-use crate::args::{Cli, Command, Global};
+use crate::args::{Cli, Command, Global, RepoArg};
+use crate::config::{FileConfig, merge_databases};
 use crate::output::{ProgressView, bytes, emit};
 
 /// How a command ended when it did not fail outright.
@@ -48,6 +49,22 @@ impl CliError {
         }
     }
 
+    /// The exit code (see main's doc).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Snapshot(SnapshotError::ResumeFailed { .. }) => 4,
+            Self::Snapshot(SnapshotError::Interrupted { signal }) => {
+                if *signal == "SIGINT" {
+                    130
+                } else {
+                    143
+                }
+            }
+            _ if self.is_damage() => crate::EXIT_DAMAGED,
+            _ => 1,
+        }
+    }
+
     pub fn is_damage(&self) -> bool {
         let m = match self {
             Self::Snapshot(SnapshotError::Mover(m)) | Self::Mover(m) => m,
@@ -68,18 +85,23 @@ struct Context {
     progress: bool,
     stores: StoreConfig,
     limits: Limits,
+    /// The config file's [cluster] and [restore] sections.
+    file: FileConfig,
 }
 
 impl Context {
     fn new(g: &Global) -> Result<Self> {
-        let stores = match &g.config {
+        let (stores, file) = match &g.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     CliError::Usage(format!("cannot read config file {}: {e}", path.display()))
                 })?;
-                StoreConfig::from_toml(&text, &path.display().to_string())?
+                (
+                    StoreConfig::from_toml(&text, &path.display().to_string())?,
+                    FileConfig::parse(&text, path)?,
+                )
             }
-            None => StoreConfig::default(),
+            None => (StoreConfig::default(), FileConfig::default()),
         };
         let mut limits = Limits::default();
         let l = &g.limits;
@@ -100,6 +122,26 @@ impl Context {
             progress: !g.no_progress && !g.json,
             stores,
             limits,
+            file,
+        })
+    }
+
+    /// The repository: --repo (or HAUL_REPO), else the config file's.
+    fn repo_url(&self, arg: &RepoArg, restoring: bool) -> Result<String> {
+        let from_file = if restoring {
+            self.file
+                .restore
+                .repo
+                .clone()
+                .or(self.file.cluster.repo.clone())
+        } else {
+            self.file.cluster.repo.clone()
+        };
+        arg.url.clone().or(from_file).ok_or_else(|| {
+            CliError::Usage(
+                "no repository: give --repo URL (or HAUL_REPO, or `repo` in the config file's [cluster] section)"
+                    .into(),
+            )
         })
     }
 
@@ -155,18 +197,29 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             db_globals,
             dry_run,
             label,
+            cluster,
         } => {
+            let file = &ctx.file.cluster;
+            let repo_url = ctx.repo_url(&repo, false)?;
+            let db = merge_databases(&file.databases, &db);
+            let mut labels: Vec<String> = file
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            labels.extend(label);
             let args = backup::BackupArgs {
-                source: source.as_deref(),
-                repo_url: &repo.url,
+                source: source.as_deref().or(file.source.as_deref()),
+                repo_url: &repo_url,
                 db: &db,
-                db_globals: db_globals.as_deref(),
+                db_globals: db_globals.as_deref().or(file.db_globals.as_deref()),
                 dry_run,
-                labels: &label,
+                labels: &labels,
+                cluster: backup::ClusterChoice::merge(cluster, file)?,
             };
             backup::backup(&ctx, args).await
         }
-        Command::Snapshots { repo } => snapshots(&ctx, &repo.url).await,
+        Command::Snapshots { repo } => snapshots(&ctx, &ctx.repo_url(&repo, true)?).await,
         Command::Restore {
             snapshot,
             repo,
@@ -177,17 +230,22 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             no_owner,
             delete_extraneous,
             dry_run,
+            helm_values_out,
         } => {
+            let file = &ctx.file.restore;
+            let repo_url = ctx.repo_url(&repo, true)?;
+            let db = merge_databases(&file.databases, &db);
             let args = restore::RestoreArgs {
                 spec: &snapshot,
-                repo_url: &repo.url,
-                to: to.as_deref(),
+                repo_url: &repo_url,
+                to: to.as_deref().or(file.to.as_deref()),
                 db: &db,
-                db_globals: db_globals.as_deref(),
-                clean,
-                no_owner,
-                delete_extraneous,
+                db_globals: db_globals.as_deref().or(file.db_globals.as_deref()),
+                clean: clean || file.clean,
+                no_owner: no_owner || file.no_owner,
+                delete_extraneous: delete_extraneous || file.delete_extraneous,
                 dry_run,
+                helm_values_out: helm_values_out.or(file.helm_values_out.clone()),
             };
             restore::restore(&ctx, args).await
         }
@@ -195,7 +253,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             snapshot,
             repo,
             read_data,
-        } => verify(&ctx, snapshot.as_deref(), &repo.url, read_data).await,
+        } => {
+            let repo_url = ctx.repo_url(&repo, true)?;
+            verify(&ctx, snapshot.as_deref(), &repo_url, read_data).await
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! `haul restore`: a snapshot's bucket and/or databases, plan first.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use haul_mover::MoverError;
+use haul_manifest::Snapshot;
 use haul_mover::restore::{RestoreOptions, RestorePlan};
+use haul_mover::{MoverError, Repository, Scheme, StoreUrl};
 use haul_snapshot::db::restore::Action;
 use haul_snapshot::db::{DbLimits, DbPlan, DbRestoreOptions, DbTarget, PgConn};
+use haul_snapshot::helm::{self, BucketTarget, HelmTargets, PgTarget, Rewritten};
 use haul_snapshot::restore::{RestoreJob, RestoreRequest};
 use serde::Serialize;
 
@@ -24,6 +27,7 @@ pub struct RestoreArgs<'a> {
     pub no_owner: bool,
     pub delete_extraneous: bool,
     pub dry_run: bool,
+    pub helm_values_out: Option<PathBuf>,
 }
 
 /// The whole plan, as `--dry-run --json` prints it: the bucket's counters
@@ -34,6 +38,131 @@ struct Plan {
     bucket: Option<RestorePlan>,
     databases: Vec<DbPlan>,
     globals: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    helm_values: Option<HelmOut>,
+}
+
+/// The Helm values written for the restored cluster.
+#[derive(Debug, Clone, Serialize)]
+struct HelmOut {
+    path: PathBuf,
+    #[serde(flatten)]
+    rewritten: Rewritten,
+}
+
+/// Where the restored cluster's values point: the restore targets.
+fn helm_targets(to: Option<&StoreUrl>, dbs: &[DbTarget]) -> (HelmTargets, Vec<String>) {
+    let mut warnings = Vec::new();
+    let target_of = |name: &str| dbs.iter().find(|d| d.name == name).map(|d| &d.conn);
+    let main = target_of("pachyderm").or(dbs.first().map(|d| &d.conn));
+    let bucket = to.and_then(|u| {
+        let scheme = match u.scheme {
+            Scheme::S3 => "s3",
+            Scheme::Gcs => "gs",
+            Scheme::Azure => "az",
+            Scheme::File | Scheme::Memory => {
+                warnings.push(format!(
+                    "the bucket target {u} is not an object store Pachyderm can use: the storage settings are left as they were"
+                ));
+                return None;
+            }
+        };
+        if !u.prefix.is_empty() {
+            warnings.push(format!(
+                "the bucket target {u} has a prefix ({}); Pachyderm's chart takes a bucket only: the values name the bucket {}",
+                u.prefix, u.bucket
+            ));
+        }
+        Some(BucketTarget {
+            scheme: scheme.into(),
+            bucket: u.bucket.clone(),
+            endpoint: None,
+        })
+    });
+    let targets = HelmTargets {
+        postgres: main.map(|c| PgTarget {
+            host: c.host.clone(),
+            port: c.port,
+            user: Some(c.user.clone()),
+            sslmode: Some(c.ssl.mode.as_str().to_owned()),
+        }),
+        pachyderm_database: target_of("pachyderm").map(|c| c.dbname.clone()),
+        dex_database: target_of("dex").map(|c| c.dbname.clone()),
+        bucket,
+    };
+    (targets, warnings)
+}
+
+/// Reads the snapshot's values and rewrites them for the targets (writes nothing).
+async fn rewrite_helm(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &Path,
+    to: Option<&StoreUrl>,
+    dbs: &[DbTarget],
+) -> Result<HelmOut> {
+    let id = snapshot.helm_values.ok_or_else(|| {
+        CliError::Usage(format!(
+            "--helm-values-out: snapshot {} holds no Helm values (back up with --helm-values FILE to keep them)",
+            snapshot.id
+        ))
+    })?;
+    let data = repo.read_chunk(id).await?;
+    let text = String::from_utf8(data.to_vec()).map_err(|_| {
+        CliError::Usage(format!(
+            "the Helm values of snapshot {} are not UTF-8 text",
+            snapshot.id
+        ))
+    })?;
+    let (targets, mut warnings) = helm_targets(to, dbs);
+    let mut rewritten = helm::rewrite(&text, &targets)
+        .map_err(|e| CliError::Usage(format!("--helm-values-out: {e}")))?;
+    warnings.append(&mut rewritten.warnings);
+    rewritten.warnings = warnings;
+    Ok(HelmOut {
+        path: path.to_owned(),
+        rewritten,
+    })
+}
+
+/// Writes the file whole or not at all (a temporary file renamed over it).
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let fail =
+        |e: std::io::Error| CliError::Usage(format!("--helm-values-out {}: {e}", path.display()));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "values.yaml".into());
+    let tmp = path.with_file_name(format!(".{name}.haul-tmp"));
+    std::fs::write(&tmp, text).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+fn helm_text(w: &mut dyn Write, h: &HelmOut, done: bool) -> std::io::Result<()> {
+    writeln!(
+        w,
+        "  helm values -> {} ({} change(s){})",
+        h.path.display(),
+        h.rewritten.changes.len(),
+        if done {
+            ""
+        } else {
+            ", written after the restore"
+        }
+    )?;
+    for c in &h.rewritten.changes {
+        writeln!(
+            w,
+            "    {}: {} -> {}",
+            c.path,
+            c.old.as_deref().unwrap_or("(unset)"),
+            c.new
+        )?;
+    }
+    for warning in &h.rewritten.warnings {
+        writeln!(w, "    warning: {warning}")?;
+    }
+    Ok(())
 }
 
 fn bucket_plan_text(
@@ -115,14 +244,14 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
     let globals = a.db_globals.map(PgConn::parse).transpose()?;
     let target_url = a.to.map(|t| ctx.url(t)).transpose()?;
     let repo = ctx.repo(a.repo_url).await?;
-    if let Some(t) = &target_url {
-        if t.overlaps(&repo.loc.url) {
-            return Err(MoverError::Overlap {
-                repo: repo.url(),
-                source_url: t.to_string(),
-            }
-            .into());
+    if let Some(t) = &target_url
+        && t.overlaps(&repo.loc.url)
+    {
+        return Err(MoverError::Overlap {
+            repo: repo.url(),
+            source_url: t.to_string(),
         }
+        .into());
     }
     let snapshot = repo.find_snapshot(a.spec).await?;
     let target = match &target_url {
@@ -139,11 +268,18 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
         },
         db_limits: DbLimits::default(),
     };
+    let helm = match &a.helm_values_out {
+        Some(path) => {
+            Some(rewrite_helm(&repo, &snapshot, path, target_url.as_ref(), &req.databases).await?)
+        }
+        None => None,
+    };
     let job = RestoreJob::plan(&repo, &snapshot, req).await?;
     let plan = Plan {
         bucket: job.plan.clone(),
         databases: job.database_plans(),
         globals: job.globals_target(),
+        helm_values: helm.clone(),
     };
     let target_text = job.target_url().unwrap_or_default().to_owned();
     let plan_text = |w: &mut dyn Write| -> std::io::Result<()> {
@@ -159,6 +295,9 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
         }
         for d in &plan.databases {
             db_plan_text(w, d)?;
+        }
+        if let Some(h) = &plan.helm_values {
+            helm_text(w, h, false)?;
         }
         Ok(())
     };
@@ -180,7 +319,21 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
         .await;
     view.finish().await;
     let r = result?;
-    emit(ctx.json, &r, |w| {
+    if let Some(h) = &helm {
+        write_atomically(&h.path, &h.rewritten.text)?;
+    }
+    #[derive(Serialize)]
+    struct Done<'a> {
+        #[serde(flatten)]
+        report: &'a haul_snapshot::restore::RestoreReport,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        helm_values: Option<&'a HelmOut>,
+    }
+    let done = Done {
+        report: &r,
+        helm_values: helm.as_ref(),
+    };
+    emit(ctx.json, &done, |w| {
         writeln!(w, "restored snapshot {} ({:.1}s)", r.snapshot, r.duration_s)?;
         if let Some(g) = &r.globals {
             writeln!(
@@ -234,6 +387,9 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
                 d.rows,
                 d.duration_s
             )?;
+        }
+        if let Some(h) = &helm {
+            helm_text(w, h, true)?;
         }
         Ok(())
     });

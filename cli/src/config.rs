@@ -1,0 +1,210 @@
+//! The config file (`-c FILE`): besides the `[[store]]` sections the mover
+//! reads, a `[cluster]` section describes a cluster to back up and a
+//! `[restore]` section where to restore it, so the operator types
+//! `haul backup -c prod.toml` and `haul restore latest -c prod.toml`.
+//! Flags override the file; `--db NAME=URL` overrides the database of that
+//! name and keeps the others.
+//!
+//! ```toml
+//! [cluster]
+//! repo = "s3://backups/pachyderm"
+//! source = "s3://pachyderm-data"
+//! pause = "kubectl"                # pachctl | kubectl | enterprise | enterprise-pachctl | none
+//! context = "prod"
+//! namespace = "pachyderm"
+//! max_downtime = "2m"
+//! helm_values = "values.yaml"      # relative to this file
+//! [cluster.databases]
+//! pachyderm = "postgresql://pachyderm@pg.internal/pachyderm?sslmode=verify-full"
+//! dex = "postgresql://pachyderm@pg.internal/dex?sslmode=verify-full"
+//!
+//! [restore]
+//! to = "s3://pachyderm-data-restored"
+//! helm_values_out = "restored-values.yaml"
+//! [restore.databases]
+//! pachyderm = "postgresql://postgres@pg-new/pachyderm"
+//! dex = "postgresql://postgres@pg-new/dex"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::commands::CliError;
+
+/// `[cluster]`: what `haul backup` backs up.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub repo: Option<String>,
+    pub source: Option<String>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+    pub db_globals: Option<String>,
+    pub pause: Option<String>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub pause_timeout: Option<String>,
+    pub max_downtime: Option<String>,
+    pub precopy_rounds: Option<u32>,
+    pub helm_values: Option<PathBuf>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `[restore]`: where `haul restore` puts a snapshot.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSection {
+    pub repo: Option<String>,
+    pub to: Option<String>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+    pub db_globals: Option<String>,
+    #[serde(default)]
+    pub clean: bool,
+    #[serde(default)]
+    pub no_owner: bool,
+    #[serde(default)]
+    pub delete_extraneous: bool,
+    pub helm_values_out: Option<PathBuf>,
+}
+
+/// The sections of the config file haul-cli reads itself.
+#[derive(Debug, Default, Deserialize)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub restore: RestoreSection,
+    /// Read by the mover (`StoreConfig`).
+    #[serde(default, rename = "store")]
+    _store: Vec<toml::Value>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str, path: &Path) -> Result<Self, CliError> {
+        let mut c: Self = toml::from_str(text)
+            .map_err(|e| CliError::Usage(format!("config file {}: {e}", path.display())))?;
+        // Paths in the file are relative to the file.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.cluster.helm_values, &mut c.restore.helm_values_out]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Merges `--db NAME=URL` flags over the file's databases (by name).
+pub fn merge_databases(file: &BTreeMap<String, String>, flags: &[String]) -> Vec<String> {
+    let mut all: BTreeMap<String, String> = file.clone();
+    let mut unnamed = Vec::new();
+    for f in flags {
+        match f.split_once('=') {
+            Some((name, url)) if !name.is_empty() && !name.contains(':') => {
+                all.insert(name.to_owned(), url.to_owned());
+            }
+            // Let the parser report it.
+            _ => unnamed.push(f.clone()),
+        }
+    }
+    all.into_iter()
+        .map(|(n, u)| format!("{n}={u}"))
+        .chain(unnamed)
+        .collect()
+}
+
+/// `90s`, `5m`, `1h30m`, `2m30s`, `500ms`, or plain seconds (`45`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a duration: write e.g. 90s, 5m, 1h30m");
+    if let Ok(secs) = s.parse::<f64>() {
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(bad())
+        };
+    }
+    let mut total = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let letters = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..letters] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(bad()),
+        };
+        total += n * unit;
+        rest = &rest[letters..];
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m30s"), Ok(Duration::from_secs(150)));
+        for bad in ["", "5x", "m", "5m3", "-1", "1d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_by_name() {
+        let file: BTreeMap<String, String> = [
+            ("pachyderm".to_owned(), "postgresql://a/p".to_owned()),
+            ("dex".to_owned(), "postgresql://a/d".to_owned()),
+        ]
+        .into();
+        let merged = merge_databases(&file, &["dex=postgresql://b/d".to_owned()]);
+        assert_eq!(
+            merged,
+            vec!["dex=postgresql://b/d", "pachyderm=postgresql://a/p"]
+        );
+    }
+
+    #[test]
+    fn the_file_is_checked_and_paths_are_relative_to_it() {
+        let c = FileConfig::parse(
+            "[[store]]\nurl = \"s3://x\"\n[cluster]\nrepo = \"s3://r\"\nhelm_values = \"v.yaml\"\n[cluster.databases]\ndex = \"postgresql://h/dex\"\n",
+            Path::new("/etc/haul/prod.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster.helm_values,
+            Some(PathBuf::from("/etc/haul/v.yaml"))
+        );
+        assert_eq!(c.cluster.databases.len(), 1);
+        let e =
+            FileConfig::parse("[cluster]\nsorce = \"s3://x\"\n", Path::new("c.toml")).unwrap_err();
+        assert!(e.to_string().contains("sorce"), "{e}");
+    }
+}
