@@ -174,21 +174,11 @@ impl Prepared {
         args.push(format!("--snapshot={snapshot}"));
         // Never prompt for a password on a terminal: fail instead.
         args.push("--no-password".into());
-        let mut cmd = conn.command(&self.tool.path, &args);
-        cmd.stdout(std::process::Stdio::piped());
-        let mut run = Running::spawn(cmd, "pg_dump", &name, conn.password.clone())?;
-        let stdout = run
-            .child
-            .stdout
-            .take()
-            .and_then(|s| s.into_owned_fd().ok())
-            .map(std::fs::File::from)
-            .ok_or_else(|| SnapshotError::Stream {
-                what: format!("pg_dump of {name}"),
-                reason: "its output could not be read".into(),
-            })?;
-
+        let cmd = conn.command(&self.tool.path, &args);
         let what = format!("pg_dump of {name}");
+        let (mut run, stdout) =
+            Running::spawn_reading(cmd, "pg_dump", &name, conn.password.clone(), &what)?;
+
         let counting = async {
             let list = tables::list(&tx, &name, &server).await?;
             tables::count(&tx, &list, &name, &server).await

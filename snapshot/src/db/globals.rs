@@ -17,7 +17,7 @@ use super::dump::server_version;
 use super::process::Running;
 use super::tools::{self, Tool};
 use super::{DbLimits, stream};
-use crate::{Result, SnapshotError};
+use crate::Result;
 
 /// What `haul backup --json` reports about the roles.
 #[derive(Debug, Clone, Serialize)]
@@ -76,19 +76,14 @@ impl PreparedGlobals {
             "--no-password".to_owned(),
             format!("--database={}", self.conn.dbname),
         ];
-        let mut cmd = self.conn.command(&self.tool.path, &args);
-        cmd.stdout(std::process::Stdio::piped());
-        let mut run = Running::spawn(cmd, "pg_dumpall", NAME, self.conn.password.clone())?;
-        let stdout = run
-            .child
-            .stdout
-            .take()
-            .and_then(|s| s.into_owned_fd().ok())
-            .map(std::fs::File::from)
-            .ok_or_else(|| SnapshotError::Stream {
-                what: "pg_dumpall".into(),
-                reason: "its output could not be read".into(),
-            })?;
+        let cmd = self.conn.command(&self.tool.path, &args);
+        let (mut run, stdout) = Running::spawn_reading(
+            cmd,
+            "pg_dumpall",
+            NAME,
+            self.conn.password.clone(),
+            "pg_dumpall",
+        )?;
         let exited = async { run.finish().await.map(|_| ()) };
         let (stored, ()) =
             futures::try_join!(stream::store(repo, stdout, limits, "pg_dumpall"), exited)?;
@@ -142,18 +137,9 @@ impl GlobalsTarget {
             "--no-password".to_owned(),
             "--file=-".to_owned(),
         ];
-        let mut cmd = self.conn.command(&self.tool.path, &args);
-        cmd.stdin(std::process::Stdio::piped());
-        cmd.stdout(std::process::Stdio::null());
-        let mut run = Running::spawn(cmd, "psql", NAME, self.conn.password.clone())?;
-        let mut stdin = run
-            .child
-            .stdin
-            .take()
-            .ok_or_else(|| SnapshotError::Stream {
-                what: "psql".into(),
-                reason: "its input could not be opened".into(),
-            })?;
+        let cmd = self.conn.command(&self.tool.path, &args);
+        let (mut run, mut stdin) =
+            Running::spawn_writing(cmd, "psql", NAME, self.conn.password.clone(), "psql")?;
         let fed = stream::feed(
             repo,
             &record.chunks,

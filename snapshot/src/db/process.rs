@@ -63,6 +63,52 @@ impl Running {
         })
     }
 
+    /// Spawns a program whose stdout haul reads, as a blocking `File` (the
+    /// chunker reads it on a blocking thread). `what` names the stream in errors.
+    pub fn spawn_reading(
+        mut cmd: tokio::process::Command,
+        tool: &'static str,
+        name: &str,
+        secret: Option<Secret>,
+        what: &str,
+    ) -> Result<(Self, std::fs::File), SnapshotError> {
+        cmd.stdout(std::process::Stdio::piped());
+        let mut run = Self::spawn(cmd, tool, name, secret)?;
+        let stdout = run
+            .child
+            .stdout
+            .take()
+            .and_then(|s| s.into_owned_fd().ok())
+            .map(std::fs::File::from)
+            .ok_or_else(|| SnapshotError::Stream {
+                what: what.to_owned(),
+                reason: "its output could not be read".into(),
+            })?;
+        Ok((run, stdout))
+    }
+
+    /// Spawns a program that haul feeds on stdin; its stdout is discarded.
+    pub fn spawn_writing(
+        mut cmd: tokio::process::Command,
+        tool: &'static str,
+        name: &str,
+        secret: Option<Secret>,
+        what: &str,
+    ) -> Result<(Self, tokio::process::ChildStdin), SnapshotError> {
+        cmd.stdin(std::process::Stdio::piped());
+        cmd.stdout(std::process::Stdio::null());
+        let mut run = Self::spawn(cmd, tool, name, secret)?;
+        let stdin = run
+            .child
+            .stdin
+            .take()
+            .ok_or_else(|| SnapshotError::Stream {
+                what: what.to_owned(),
+                reason: "its input could not be opened".into(),
+            })?;
+        Ok((run, stdin))
+    }
+
     /// What the program wrote on stderr (waits briefly for it to be closed).
     pub async fn stderr(&mut self) -> String {
         match self.stderr.take() {

@@ -328,18 +328,14 @@ impl PlannedDb {
         if opts.no_owner {
             args.extend(["--no-owner".to_owned(), "--no-privileges".to_owned()]);
         }
-        let mut cmd = self.conn.command(&self.tool.path, &args);
-        cmd.stdin(std::process::Stdio::piped());
-        cmd.stdout(std::process::Stdio::null());
-        let mut run = Running::spawn(cmd, "pg_restore", name, self.conn.password.clone())?;
-        let mut stdin = run
-            .child
-            .stdin
-            .take()
-            .ok_or_else(|| SnapshotError::Stream {
-                what: format!("pg_restore of {name}"),
-                reason: "its input could not be opened".into(),
-            })?;
+        let cmd = self.conn.command(&self.tool.path, &args);
+        let (mut run, mut stdin) = Running::spawn_writing(
+            cmd,
+            "pg_restore",
+            name,
+            self.conn.password.clone(),
+            &format!("pg_restore of {name}"),
+        )?;
         let what = format!("the dump of {name} into pg_restore");
         let fed = stream::feed(
             repo,
