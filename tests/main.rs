@@ -6,6 +6,7 @@
 mod bad_input;
 mod bucket_e2e;
 mod cli_output;
+mod cluster;
 mod cluster_rig;
 mod common;
 mod conformance;

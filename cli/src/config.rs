@@ -102,22 +102,19 @@ impl FileConfig {
     }
 }
 
-/// Merges `--db NAME=URL` flags over the file's databases (by name).
+/// Merges `--db NAME=URL` flags over the file's databases: a flag replaces
+/// the file's database of its name. Flags keep their order (a name given
+/// twice is left for the parser to refuse).
 pub fn merge_databases(file: &BTreeMap<String, String>, flags: &[String]) -> Vec<String> {
-    let mut all: BTreeMap<String, String> = file.clone();
-    let mut unnamed = Vec::new();
-    for f in flags {
-        match f.split_once('=') {
-            Some((name, url)) if !name.is_empty() && !name.contains(':') => {
-                all.insert(name.to_owned(), url.to_owned());
-            }
-            // Let the parser report it.
-            _ => unnamed.push(f.clone()),
-        }
-    }
-    all.into_iter()
+    let flagged = |name: &str| {
+        flags
+            .iter()
+            .any(|f| f.split_once('=').is_some_and(|(n, _)| n == name))
+    };
+    file.iter()
+        .filter(|(name, _)| !flagged(name))
         .map(|(n, u)| format!("{n}={u}"))
-        .chain(unnamed)
+        .chain(flags.iter().cloned())
         .collect()
 }
 
@@ -187,8 +184,13 @@ mod tests {
         let merged = merge_databases(&file, &["dex=postgresql://b/d".to_owned()]);
         assert_eq!(
             merged,
-            vec!["dex=postgresql://b/d", "pachyderm=postgresql://a/p"]
+            vec!["pachyderm=postgresql://a/p", "dex=postgresql://b/d"]
         );
+        let flags = [
+            "b=postgresql://x/b".to_owned(),
+            "a=postgresql://x/a".to_owned(),
+        ];
+        assert_eq!(merge_databases(&BTreeMap::new(), &flags), flags.to_vec());
     }
 
     #[test]

@@ -293,13 +293,18 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
             writeln!(w, "objects:   {} ({})", s.objects, bytes(s.bytes))?;
             writeln!(
                 w,
-                "read:      {} objects ({}): {} new, {} changed; {} unchanged, {} removed",
+                "read:      {} objects ({}): {} new, {} changed; {} unchanged, {} removed{}",
                 s.objects_read,
                 bytes(s.bytes_read),
                 s.objects_new,
                 s.objects_changed,
                 s.objects_unchanged,
-                s.objects_removed
+                s.objects_removed,
+                if r.downtime_s.is_some() {
+                    " (paused pass, against the last pre-copy)"
+                } else {
+                    ""
+                }
             )?;
             if s.objects_vanished > 0 {
                 writeln!(

@@ -1,0 +1,774 @@
+//! The cluster procedure end to end through the `haul` binary: fake
+//! `kubectl`/`pachctl` (tests/fakes, see cluster_rig.rs) first on PATH, a
+//! writer playing the application against the real S3 server and
+//! PostgreSQL, and the two-phase backup, the pause guard, the config file,
+//! the prediction and the Helm values rewrite.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+
+use crate::cluster_rig::Rig;
+use crate::common::{Haul, Pg, S3, keys, noise, put, snapshot_count};
+
+/// The replica counts every rig starts with.
+fn original_replicas() -> BTreeMap<String, i64> {
+    [
+        ("deployment/pach-enterprise", 1),
+        ("deployment/pachd", 1),
+        ("rc/pipeline-edges-v1", 2),
+        ("rc/pipeline-montage-v1", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// A cluster: its bucket (seeded with objects and their rows), its two
+/// databases, a repository, and the fake cluster's rig.
+struct Cluster {
+    s3: S3,
+    pg: Pg,
+    rig: Rig,
+    source: String,
+    store: Arc<dyn ObjectStore>,
+    repo: String,
+    pachyderm: String,
+    dex: String,
+}
+
+impl Cluster {
+    async fn new(tag: &str, seed_objects: u64) -> Self {
+        let s3 = S3::from_env();
+        let pg = Pg::from_env();
+        let source = s3.bucket(&format!("{tag}-src"));
+        let repo_bucket = s3.bucket(&format!("{tag}-repo"));
+        let store = s3.store(&source);
+        let pachyderm = pg.create_db(&format!("{tag}_pach")).await;
+        let dex = pg.create_db(&format!("{tag}_dex")).await;
+        pg.exec(
+            &pachyderm,
+            "CREATE TABLE commits (id bigserial PRIMARY KEY, key text NOT NULL UNIQUE, size bigint NOT NULL, hash text NOT NULL)",
+        )
+        .await;
+        pg.exec(
+            &dex,
+            "CREATE TABLE clients (id text PRIMARY KEY, secret text); INSERT INTO clients VALUES ('pachd', 'x'), ('console', 'y')",
+        )
+        .await;
+        let client = pg.client(&pachyderm).await;
+        for i in 0..seed_objects {
+            let data = noise(16 << 10, i);
+            let key = format!("chunk/seed-{i:05}");
+            let hash = blake3::hash(&data).to_hex().to_string();
+            let size = data.len() as i64;
+            put(store.as_ref(), &key, data).await;
+            client
+                .execute(
+                    "INSERT INTO commits (key, size, hash) VALUES ($1, $2, $3)",
+                    &[&key, &size, &hash],
+                )
+                .await
+                .expect("insert");
+        }
+        let repo = format!("s3://{repo_bucket}/haul");
+        s3.haul().run(["init", &repo]).ok();
+        Self {
+            s3,
+            pg,
+            rig: Rig::new(),
+            source: format!("s3://{source}"),
+            store,
+            repo,
+            pachyderm,
+            dex,
+        }
+    }
+
+    /// `haul` with S3 credentials and the fakes on PATH.
+    fn haul(&self) -> Haul {
+        let mut h = self.s3.haul();
+        for (k, v) in self.rig.envs() {
+            h = h.env(&k, &v);
+        }
+        h
+    }
+
+    /// The arguments of a kubectl-paused backup of this cluster.
+    fn backup_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--json",
+            "backup",
+            "--repo",
+            &self.repo,
+            "--source",
+            &self.source,
+            "--db",
+            &format!("pachyderm={}", self.pg.url(&self.pachyderm)),
+            "--db",
+            &format!("dex={}", self.pg.url(&self.dex)),
+            "--pause",
+            "kubectl",
+            "--context",
+            "prod",
+            "--namespace",
+            "pachyderm",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    }
+
+    /// Calls of one tool, as argument strings without the global flags.
+    fn calls_of(&self, tool: &str) -> Vec<String> {
+        self.rig
+            .calls()
+            .into_iter()
+            .filter(|c| c[0] == tool)
+            .map(|c| {
+                let mut out = Vec::new();
+                let mut it = c.into_iter().skip(1);
+                while let Some(a) = it.next() {
+                    if a == "--context" || a == "--namespace" {
+                        it.next();
+                    } else {
+                        out.push(a);
+                    }
+                }
+                out.join(" ")
+            })
+            .collect()
+    }
+
+    fn scaled_down(&self) -> bool {
+        self.calls_of("kubectl")
+            .iter()
+            .any(|c| c.starts_with("scale") && c.ends_with("--replicas=0"))
+    }
+}
+
+fn phase<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["phases"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no phase {name} in {report:#}"))
+}
+
+/// (a) and (d): with a writer adding objects and rows, the bucket is copied
+/// live, the paused pass copies only what came in meanwhile, the cluster is
+/// resumed to its counts, and the restored bucket holds exactly the objects
+/// the restored rows reference.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_phase_backup_pauses_only_for_the_delta_and_restores_consistently() {
+    let c = Cluster::new("twophase", 300).await;
+    let writer = c
+        .rig
+        .start_writer(c.store.clone(), "", &c.pg.url(&c.pachyderm));
+    let t = Instant::now();
+    while writer.written() < 20 {
+        assert!(t.elapsed() < Duration::from_secs(30), "the writer is stuck");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let haul = c.haul();
+    let args = c.backup_args(&[]);
+    let run = tokio::task::spawn_blocking(move || haul.run(args))
+        .await
+        .expect("join")
+        .ok();
+    let report = writer.stop();
+    let r = run.json();
+
+    // Pre-copy read the bucket while the writer kept writing.
+    let rounds = r["precopy_rounds"].as_u64().expect("precopy_rounds");
+    assert!(
+        rounds >= 2,
+        "a round that read data is followed by another: {r:#}"
+    );
+    let first = &r["precopy"][0];
+    assert!(
+        first["objects_read"].as_u64().expect("read") >= 300,
+        "{r:#}"
+    );
+    // The paused pass read only what arrived during the last round: a
+    // small part of the bucket.
+    let last = phase(&r, "final-copy");
+    let total = last["listed"].as_u64().expect("listed");
+    let paused_read = last["objects"].as_u64().expect("objects");
+    assert!(total >= 320, "{r:#}");
+    assert!(
+        paused_read < total / 4,
+        "the paused pass read {paused_read} of {total} objects: {r:#}"
+    );
+    assert_eq!(r["objects_read"].as_u64(), Some(paused_read));
+    assert!(r["downtime_s"].as_f64().expect("downtime") > 0.0);
+    assert!(r["predicted_downtime_s"].as_f64().is_some());
+    for p in [
+        "check",
+        "precopy-1",
+        "pause",
+        "final-copy",
+        "dump",
+        "commit",
+        "resume",
+    ] {
+        phase(&r, p);
+    }
+    assert!(
+        report.skipped_while_paused > 0,
+        "the writer never saw the pause"
+    );
+
+    // Resumed with the original counts; pachd scaled down before the workers.
+    assert_eq!(c.rig.replicas(), original_replicas());
+    assert!(c.rig.running());
+    let kubectl = c.calls_of("kubectl");
+    let down: Vec<&String> = kubectl
+        .iter()
+        .filter(|a| a.starts_with("scale") && a.ends_with("--replicas=0"))
+        .collect();
+    assert_eq!(
+        down.first().map(|s| s.as_str()),
+        Some("scale deployment pachd --replicas=0"),
+        "{kubectl:#?}"
+    );
+    assert_eq!(down.len(), 3, "{kubectl:#?}");
+    for up in [
+        "scale deployment pachd --replicas=1",
+        "scale replicationcontroller pipeline-edges-v1 --replicas=2",
+        "scale replicationcontroller pipeline-montage-v1 --replicas=1",
+    ] {
+        assert!(kubectl.iter().any(|a| a == up), "no {up:?} in {kubectl:#?}");
+    }
+    assert!(
+        c.rig
+            .calls()
+            .iter()
+            .filter(|a| a[0] == "kubectl")
+            .all(|a| a[1..5] == ["--context", "prod", "--namespace", "pachyderm"]),
+        "every kubectl call names the context and namespace"
+    );
+
+    // Restore into a new bucket and new databases.
+    let restored_bucket = c.s3.bucket("twophase-restored");
+    let new_pach = Pg::unique("twophase_rpach");
+    let new_dex = Pg::unique("twophase_rdex");
+    c.haul()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &c.repo,
+            "--to",
+            &format!("s3://{restored_bucket}"),
+            "--db",
+            &format!("pachyderm={}", c.pg.url(&new_pach)),
+            "--db",
+            &format!("dex={}", c.pg.url(&new_dex)),
+        ])
+        .ok();
+    let rows =
+        c.pg.client(&new_pach)
+            .await
+            .query("SELECT key, size FROM commits", &[])
+            .await
+            .expect("rows");
+    let referenced: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let restored = c.s3.store(&restored_bucket);
+    let present: BTreeSet<String> = keys(restored.as_ref(), "").await.into_iter().collect();
+    assert!(referenced.len() >= 320, "{} rows", referenced.len());
+    let missing: Vec<_> = referenced.difference(&present).collect();
+    assert!(
+        missing.is_empty(),
+        "rows reference objects the restored bucket lacks: {missing:?}"
+    );
+    // Writes are atomic with the pause: every object has its row.
+    let orphans: Vec<_> = present.difference(&referenced).collect();
+    assert!(orphans.is_empty(), "objects without rows: {orphans:?}");
+    // The snapshot froze the database: rows written after the resume are not in it.
+    assert!(referenced.len() <= report.rows + 300);
+    let dex_rows: i64 =
+        c.pg.client(&new_dex)
+            .await
+            .query_one("SELECT count(*) FROM clients", &[])
+            .await
+            .expect("dex")
+            .get(0);
+    assert_eq!(dex_rows, 2);
+}
+
+/// (b): whichever phase fails, the cluster ends as it began and nothing is
+/// committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_is_resumed_after_a_failure_in_any_phase() {
+    let base = Cluster::new("failures", 20).await;
+    // (failpoint, kubectl call made to fail, pause timeout, expected stderr, pauses?)
+    let cases: [(&str, &str, &str, &str, bool); 6] = [
+        ("precopy", "", "5m", "failure injected at precopy", false),
+        (
+            "",
+            "scale replicationcontroller pipeline-montage-v1 --replicas=0",
+            "5m",
+            "cannot pause the cluster",
+            true,
+        ),
+        ("paused", "", "5m", "failure injected at paused", true),
+        ("paused=panic", "", "5m", "panic", true),
+        ("commit", "", "5m", "failure injected at commit", true),
+        ("", "", "1s", "did not pause within 1s", true),
+    ];
+    for (failpoint, fail_call, timeout, needle, pauses) in cases {
+        let c: Cluster = Cluster::new_like(&base).into();
+        if !fail_call.is_empty() {
+            c.rig
+                .fail_on(fail_call, 1, "Error from server (Conflict): injected");
+        }
+        if timeout == "1s" {
+            // Pods that never stop.
+            c.rig.update(|s| s["pod_linger_s"] = serde_json::json!(-1));
+        }
+        let before = snapshot_count(c.s3.haul(), &c.repo);
+        let run = c
+            .haul()
+            .env("HAUL_FAILPOINTS", failpoint)
+            .run(c.backup_args(&["--pause-timeout", timeout]));
+        let run = run.fails_with(1, needle);
+        assert_eq!(
+            c.rig.replicas(),
+            original_replicas(),
+            "case {failpoint:?}/{fail_call:?}: not resumed:\n{}",
+            run.stderr
+        );
+        assert_eq!(c.scaled_down(), pauses, "case {failpoint:?}/{fail_call:?}");
+        if pauses {
+            assert!(
+                run.stderr.contains("resuming the cluster"),
+                "{}",
+                run.stderr
+            );
+        }
+        assert_eq!(
+            snapshot_count(c.s3.haul(), &c.repo),
+            before,
+            "case {failpoint:?}: a snapshot was committed"
+        );
+    }
+}
+
+impl Cluster {
+    /// The same bucket, databases and repository, for another rig.
+    fn new_like(c: &Cluster) -> ClusterParts {
+        ClusterParts {
+            s3: c.s3.clone(),
+            pg: c.pg.clone(),
+            source: c.source.clone(),
+            store: c.store.clone(),
+            repo: c.repo.clone(),
+            pachyderm: c.pachyderm.clone(),
+            dex: c.dex.clone(),
+        }
+    }
+}
+
+/// A cluster's parts without its rig (struct update syntax needs a value).
+struct ClusterParts {
+    s3: S3,
+    pg: Pg,
+    source: String,
+    store: Arc<dyn ObjectStore>,
+    repo: String,
+    pachyderm: String,
+    dex: String,
+}
+
+impl From<ClusterParts> for Cluster {
+    fn from(p: ClusterParts) -> Self {
+        Cluster {
+            s3: p.s3,
+            pg: p.pg,
+            rig: Rig::new(),
+            source: p.source,
+            store: p.store,
+            repo: p.repo,
+            pachyderm: p.pachyderm,
+            dex: p.dex,
+        }
+    }
+}
+
+/// (b): resuming that fails is loud, names the commands, exits 4; the
+/// other steps are still taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_resume_is_loud_and_exits_4() {
+    let c = Cluster::new("resumefail", 10).await;
+    c.rig.fail_on(
+        "scale deployment pachd --replicas=1",
+        -1,
+        "Error from server: etcd unavailable",
+    );
+    let run = c
+        .haul()
+        .run(c.backup_args(&[]))
+        .fails_with(4, "THE CLUSTER IS STILL PAUSED");
+    assert!(
+        run.stderr.contains(
+            "kubectl --context prod --namespace pachyderm scale deployment pachd --replicas=1"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("IS committed"), "{}", run.stderr);
+    let r = c.rig.replicas();
+    assert_eq!(r["deployment/pachd"], 0, "pachd could not be resumed");
+    assert_eq!(r["rc/pipeline-edges-v1"], 2, "the other steps still ran");
+    assert_eq!(snapshot_count(c.s3.haul(), &c.repo), 1);
+}
+
+/// (b): SIGINT and SIGTERM in the paused phase resume the cluster first.
+#[tokio::test(flavor = "multi_thread")]
+async fn signals_in_the_paused_phase_resume_the_cluster() {
+    let base = Cluster::new("signals", 10).await;
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let c: Cluster = Cluster::new_like(&base).into();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+        cmd.args(c.backup_args(&[]))
+            .envs(c.rig.envs())
+            .env("AWS_ENDPOINT_URL", &c.s3.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &c.s3.key)
+            .env("AWS_SECRET_ACCESS_KEY", &c.s3.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("HAUL_FAILPOINTS", "paused=sleep:60")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn haul");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("cluster paused") {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("haul never paused the cluster");
+        assert_eq!(c.rig.replicas()["deployment/pachd"], 0);
+        let kill = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let status = child.wait().expect("wait");
+        let stderr = reader.join().expect("reader");
+        assert_eq!(status.code(), Some(code), "SIG{signal}:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("interrupted by SIG{signal}")),
+            "{stderr}"
+        );
+        assert_eq!(
+            c.rig.replicas(),
+            original_replicas(),
+            "SIG{signal}:\n{stderr}"
+        );
+        assert_eq!(snapshot_count(c.s3.haul(), &c.repo), 0);
+    }
+}
+
+/// (c): pachctl's active context must be the one named; a wrong one is
+/// refused before anything is paused. The right one pauses and unpauses.
+#[tokio::test(flavor = "multi_thread")]
+async fn pachctl_refuses_a_wrong_context_and_pauses_the_right_one() {
+    let c = Cluster::new("context", 10).await;
+    let args = |ctx: &str| -> Vec<String> {
+        let mut a = c.backup_args(&[]);
+        let i = a.iter().position(|x| x == "kubectl").expect("pause arg");
+        a[i] = "pachctl".into();
+        let j = a.iter().position(|x| x == "prod").expect("context arg");
+        a[j] = ctx.into();
+        a
+    };
+    c.haul()
+        .run(args("staging"))
+        .fails_with(1, "pachctl's active-context is \"prod\", not \"staging\"");
+    assert!(
+        !c.calls_of("pachctl")
+            .iter()
+            .any(|a| a == "enterprise pause"),
+        "paused despite the wrong context"
+    );
+    assert_eq!(snapshot_count(c.s3.haul(), &c.repo), 0);
+
+    let r = c.haul().run(args("prod")).ok().json();
+    let calls = c.calls_of("pachctl");
+    let pause = calls
+        .iter()
+        .position(|a| a == "enterprise pause")
+        .expect("paused");
+    let unpause = calls
+        .iter()
+        .position(|a| a == "enterprise unpause")
+        .expect("unpaused");
+    assert!(pause < unpause);
+    assert_eq!(c.rig.state()["paused"], "unpaused");
+    assert!(
+        !c.scaled_down(),
+        "pachctl's pause does not scale with kubectl"
+    );
+    assert_eq!(r["pause"]["method"], "pachctl");
+
+    // kubectl with an unknown context fails before pausing anything.
+    let mut a = c.backup_args(&[]);
+    let j = a.iter().position(|x| x == "prod").expect("context arg");
+    a[j] = "nowhere".into();
+    c.haul()
+        .run(a)
+        .fails_with(1, "context \"nowhere\" does not exist");
+    assert!(!c.scaled_down());
+}
+
+/// (e): an Enterprise Server: pach-enterprise is scaled, pachd untouched,
+/// and no object store is involved (the repository is a local folder).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_enterprise_server_backup_touches_no_object_store() {
+    let pg = Pg::from_env();
+    let dex = pg.create_db("ent_dex").await;
+    pg.exec(
+        &dex,
+        "CREATE TABLE clients (id text PRIMARY KEY); INSERT INTO clients VALUES ('a')",
+    )
+    .await;
+    let rig = Rig::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let repo = format!("file://{}/repo", dir.path().display());
+    // No S3 settings at all: any object store access would fail.
+    let haul = |args: Vec<String>| {
+        let mut h = Haul::new().env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+        for (k, v) in rig.envs() {
+            h = h.env(&k, &v);
+        }
+        h.run(args)
+    };
+    haul(vec!["init".into(), repo.clone()]).ok();
+    let base = vec![
+        "--json".to_owned(),
+        "backup".into(),
+        "--repo".into(),
+        repo.clone(),
+        "--db".into(),
+        format!("dex={}", pg.url(&dex)),
+        "--pause".into(),
+        "enterprise".into(),
+    ];
+    let mut with_source = base.clone();
+    with_source.extend(["--source".into(), "s3://pach-data".into()]);
+    haul(with_source).fails_with(1, "an Enterprise Server has no object store");
+
+    let r = haul(base).ok().json();
+    let kubectl: Vec<Vec<String>> = rig
+        .calls()
+        .into_iter()
+        .filter(|c| c[0] == "kubectl")
+        .collect();
+    assert!(
+        kubectl.iter().any(|c| c.ends_with(&[
+            "scale".into(),
+            "deployment".into(),
+            "pach-enterprise".into(),
+            "--replicas=0".into()
+        ])),
+        "{kubectl:?}"
+    );
+    assert!(
+        kubectl.iter().any(|c| c.ends_with(&[
+            "scale".into(),
+            "deployment".into(),
+            "pach-enterprise".into(),
+            "--replicas=1".into()
+        ])),
+        "{kubectl:?}"
+    );
+    assert!(
+        kubectl.iter().all(|c| !c.contains(&"pachd".to_owned())),
+        "pachd touched: {kubectl:?}"
+    );
+    assert_eq!(rig.replicas()["deployment/pach-enterprise"], 1);
+    assert_eq!(r["precopy_rounds"], 0);
+    assert_eq!(r["databases"][0]["name"], "dex");
+    let snaps = haul(vec![
+        "--json".into(),
+        "snapshots".into(),
+        "--repo".into(),
+        repo,
+    ])
+    .ok()
+    .json();
+    assert_eq!(snaps[0]["source"], serde_json::Value::Null);
+}
+
+/// (f), item 5, item 3: a config file describes the cluster; the backup
+/// keeps the Helm values; `--dry-run` predicts from the run history without
+/// pausing; the whole cluster is restored with one command whose values
+/// file points at the new databases and bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_prediction_and_helm_values_round_trip() {
+    let c = Cluster::new("config", 50).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("values.yaml"),
+        "# production values\n\
+         deployTarget: AMAZON\n\
+         global:\n  postgresql:\n    postgresqlHost: \"pg.prod.internal\" # managed\n    postgresqlPort: \"5432\"\n    postgresqlUsername: pachyderm\n    postgresqlDatabase: pachyderm\n    identityDatabaseFullNameOverride: dex\n\
+         pachd:\n  storage:\n    backend: AMAZON\n    amazon:\n      bucket: \"pach-prod-data\" # the data\n      region: us-east-1\n\
+         console:\n  enabled: true\n",
+    )
+    .expect("values");
+    let restored_bucket = c.s3.bucket("config-restored");
+    let new_pach = Pg::unique("config_rpach");
+    let new_dex = Pg::unique("config_rdex");
+    let config = dir.path().join("prod.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nrepo = \"{repo}\"\nsource = \"{source}\"\npause = \"kubectl\"\ncontext = \"prod\"\n\
+             helm_values = \"values.yaml\"\nlabels = {{ cluster = \"prod\" }}\n\
+             [cluster.databases]\npachyderm = \"{pach}\"\ndex = \"{dex}\"\n\
+             [restore]\nto = \"s3://{restored_bucket}\"\nhelm_values_out = \"restored-values.yaml\"\n\
+             [restore.databases]\npachyderm = \"{new_pach_url}\"\ndex = \"{new_dex_url}\"\n",
+            repo = c.repo,
+            source = c.source,
+            pach = c.pg.url(&c.pachyderm),
+            dex = c.pg.url(&c.dex),
+            new_pach_url = c.pg.url(&new_pach),
+            new_dex_url = c.pg.url(&new_dex),
+        ),
+    )
+    .expect("config");
+    let cfg = config.display().to_string();
+
+    // Without history: a prediction from defaults, and nothing paused.
+    let p = c
+        .haul()
+        .run(["--json", "backup", "-c", &cfg, "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(p["pause"]["workloads"][0]["name"], "pachd");
+    assert_eq!(p["forecast"]["model"]["samples"], 0);
+    assert!(!c.scaled_down(), "a dry run paused the cluster");
+
+    // Flags override the file: no pre-copy at all.
+    let r = c
+        .haul()
+        .run(["--json", "backup", "-c", &cfg, "--precopy-rounds", "0"])
+        .ok()
+        .json();
+    assert_eq!(r["precopy_rounds"], 0);
+    assert!(r["helm_values"].is_string());
+    assert_eq!(phase(&r, "final-copy")["objects"], 50);
+    let r = c.haul().run(["--json", "backup", "-c", &cfg]).ok().json();
+    assert_eq!(
+        r["precopy_rounds"], 1,
+        "a quiet bucket needs one round: {r:#}"
+    );
+
+    // With history: the model is fitted on the passes so far.
+    let p = c
+        .haul()
+        .run([
+            "--json",
+            "backup",
+            "-c",
+            &cfg,
+            "--dry-run",
+            "--max-downtime",
+            "10m",
+        ])
+        .ok()
+        .json();
+    let f = &p["forecast"];
+    assert!(
+        f["model"]["samples"].as_u64().expect("samples") >= 2,
+        "{f:#}"
+    );
+    assert!(
+        f["model"]["pause_s"].as_f64().expect("pause_s") > 0.0,
+        "{f:#}"
+    );
+    assert!(f["predicted_downtime_s"].as_f64().expect("predicted") > 0.0);
+    assert_eq!(f["fits"], true);
+    let text = c
+        .haul()
+        .run(["backup", "-c", &cfg, "--dry-run"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("downtime:") && text.contains("predicted"),
+        "{text}"
+    );
+
+    // A budget that cannot be met leaves the cluster running, commits nothing.
+    let before = snapshot_count(c.s3.haul(), &c.repo);
+    let down_calls = c
+        .calls_of("kubectl")
+        .iter()
+        .filter(|a| a.ends_with("--replicas=0"))
+        .count();
+    c.haul()
+        .run(["backup", "-c", &cfg, "--max-downtime", "1ms"])
+        .fails_with(1, "the downtime budget cannot be met");
+    assert_eq!(snapshot_count(c.s3.haul(), &c.repo), before);
+    assert_eq!(
+        c.calls_of("kubectl")
+            .iter()
+            .filter(|a| a.ends_with("--replicas=0"))
+            .count(),
+        down_calls,
+        "paused despite the budget"
+    );
+
+    // The whole cluster in one command: plan first, then the values file.
+    let plan = c
+        .haul()
+        .run(["restore", "latest", "-c", &cfg, "--dry-run"])
+        .ok()
+        .stdout;
+    assert!(plan.contains("global.postgresql.postgresqlHost"), "{plan}");
+    assert!(!dir.path().join("restored-values.yaml").exists());
+    c.haul().run(["restore", "latest", "-c", &cfg]).ok();
+    let out = std::fs::read_to_string(dir.path().join("restored-values.yaml")).expect("values out");
+    assert!(
+        out.contains(&format!("bucket: \"{restored_bucket}\""))
+            || out.contains(&format!("bucket: {restored_bucket}")),
+        "{out}"
+    );
+    assert!(out.contains(&new_pach) && out.contains(&new_dex), "{out}");
+    assert!(
+        out.contains(&c.pg.host) && out.contains(&format!("\"{}\"", c.pg.port)),
+        "{out}"
+    );
+    assert!(
+        out.contains("# production values")
+            && out.contains("# the data")
+            && out.contains("region: us-east-1"),
+        "comments and other keys are kept:\n{out}"
+    );
+    let n: i64 =
+        c.pg.client(&new_pach)
+            .await
+            .query_one("SELECT count(*) FROM commits", &[])
+            .await
+            .expect("count")
+            .get(0);
+    assert_eq!(n, 50);
+    let restored = c.s3.store(&restored_bucket);
+    assert_eq!(keys(restored.as_ref(), "").await.len(), 50);
+}
