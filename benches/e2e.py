@@ -208,8 +208,54 @@ class Bench:
         self.upload(local, src)
         self.ceiling(local, sum(sizes))
         self.full_backup("cluster-like", src, sum(sizes))
+        if "downtime" in self.args.scenarios.split(","):
+            self.downtime(src, sum(sizes))
         shutil.rmtree(local)
         return src, sizes
+
+    def fake_cluster(self):
+        """A fake Pachyderm cluster (tests/fakes: kubectl and pachctl over a
+        state file), so `--pause kubectl` runs its real procedure here."""
+        d = os.path.join(self.tmp, "cluster")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "state.json"), "w") as f:
+            json.dump({"contexts": ["bench"], "current_context": "bench",
+                       "pachctl": {"active_context": "bench", "active_enterprise_context": "bench"},
+                       "deployments": {"pachd": 1}, "rcs": {"pipeline-a-v1": 1},
+                       "pod_linger_s": 0.3, "fail": [], "paused": "unpaused", "paused_at": None,
+                       "scaled_to_zero": {}}, f)
+        open(os.path.join(d, "calls.log"), "w").close()
+        return dict(self.env, FAKE_CLUSTER_DIR=d,
+                    PATH=os.path.join(ROOT, "tests", "fakes") + os.pathsep + self.env["PATH"])
+
+    def downtime(self, src_bucket, nbytes):
+        """What the cluster is down for: haul's two-phase backup (pre-copy
+        live, pause for the last delta) against the manual procedure (pause,
+        copy the whole bucket with rclone, unpause). The bucket is quiet while
+        haul pre-copies, so haul's figure is the floor of its paused phase:
+        pause, one more listing, commit, resume."""
+        env = self.fake_cluster()
+        haul_runs, manual_runs = [], []
+        for _ in range(self.args.runs):
+            repo = self.bucket("repo")
+            self.run(self.haul("init", f"s3://{repo}"))
+            t0 = time.monotonic()
+            r = subprocess.run(["/usr/bin/time", "-v"] + self.haul(
+                "backup", "--source", f"s3://{src_bucket}", "--repo", f"s3://{repo}",
+                "--pause", "kubectl", "--context", "bench"), env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"haul backup --pause failed:\n{r.stderr[-3000:]}")
+            rep = json.loads(r.stdout)
+            rss = max((int(l.split()[-1]) / 1024 for l in r.stderr.splitlines() if "Maximum resident" in l), default=0)
+            log(f"two-phase backup: {time.monotonic() - t0:.1f}s in all, down {rep['downtime_s']:.2f}s, "
+                f"{rep['precopy_rounds']} pre-copy round(s)")
+            haul_runs.append((rep["downtime_s"], rss, "", 0.0))
+            self.drop(repo)
+            dst = self.bucket("rc")
+            manual_runs.append(self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}")))
+            self.drop(dst)
+        self.record("downtime", "cluster down: two-phase backup vs pause + rclone copy + unpause",
+                    haul_runs, manual_runs, nbytes, note="quiet bucket; A s and B s are seconds paused")
 
     def many_small(self):
         n = int(self.args.scale * 100_000)
@@ -358,8 +404,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1/10 of the full scale")
     ap.add_argument("--smoke", action="store_true", help="tiny data, one run: proves the harness works")
     ap.add_argument("--runs", type=int, default=3, help="runs per scenario and tool (median reported)")
-    ap.add_argument("--scenarios", default="cluster,small,large,listing",
-                    help="comma-separated subset of: cluster, small, large, listing")
+    ap.add_argument("--scenarios", default="cluster,downtime,small,large,listing",
+                    help="comma-separated subset of: cluster, downtime (needs cluster), small, large, listing")
     ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"),
                     help="haul binary (default: target/release/haul, built if missing)")
     ap.add_argument("--workdir", default=None, help="where data sets are generated (default: /tmp)")
