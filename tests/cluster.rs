@@ -89,6 +89,20 @@ impl Cluster {
         }
     }
 
+    /// The same bucket, databases and repository, with a fresh rig.
+    fn with_new_rig(&self) -> Cluster {
+        Cluster {
+            s3: self.s3.clone(),
+            pg: self.pg.clone(),
+            rig: Rig::new(),
+            source: self.source.clone(),
+            store: self.store.clone(),
+            repo: self.repo.clone(),
+            pachyderm: self.pachyderm.clone(),
+            dex: self.dex.clone(),
+        }
+    }
+
     /// `haul` with S3 credentials and the fakes on PATH.
     fn haul(&self) -> Haul {
         let mut h = self.s3.haul();
@@ -324,7 +338,7 @@ async fn the_cluster_is_resumed_after_a_failure_in_any_phase() {
         ("", "", "1s", "did not pause within 1s", true),
     ];
     for (failpoint, fail_call, timeout, needle, pauses) in cases {
-        let c: Cluster = Cluster::new_like(&base).into();
+        let c = base.with_new_rig();
         if !fail_call.is_empty() {
             c.rig
                 .fail_on(fail_call, 1, "Error from server (Conflict): injected");
@@ -361,47 +375,6 @@ async fn the_cluster_is_resumed_after_a_failure_in_any_phase() {
     }
 }
 
-impl Cluster {
-    /// The same bucket, databases and repository, for another rig.
-    fn new_like(c: &Cluster) -> ClusterParts {
-        ClusterParts {
-            s3: c.s3.clone(),
-            pg: c.pg.clone(),
-            source: c.source.clone(),
-            store: c.store.clone(),
-            repo: c.repo.clone(),
-            pachyderm: c.pachyderm.clone(),
-            dex: c.dex.clone(),
-        }
-    }
-}
-
-/// A cluster's parts without its rig (struct update syntax needs a value).
-struct ClusterParts {
-    s3: S3,
-    pg: Pg,
-    source: String,
-    store: Arc<dyn ObjectStore>,
-    repo: String,
-    pachyderm: String,
-    dex: String,
-}
-
-impl From<ClusterParts> for Cluster {
-    fn from(p: ClusterParts) -> Self {
-        Cluster {
-            s3: p.s3,
-            pg: p.pg,
-            rig: Rig::new(),
-            source: p.source,
-            store: p.store,
-            repo: p.repo,
-            pachyderm: p.pachyderm,
-            dex: p.dex,
-        }
-    }
-}
-
 /// (b): resuming that fails is loud, names the commands, exits 4; the
 /// other steps are still taken.
 #[tokio::test(flavor = "multi_thread")]
@@ -435,7 +408,7 @@ async fn a_failed_resume_is_loud_and_exits_4() {
 async fn signals_in_the_paused_phase_resume_the_cluster() {
     let base = Cluster::new("signals", 10).await;
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
-        let c: Cluster = Cluster::new_like(&base).into();
+        let c = base.with_new_rig();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
         cmd.args(c.backup_args(&[]))
             .envs(c.rig.envs())

@@ -311,20 +311,27 @@ impl Repository {
 
     // ---- snapshots ----------------------------------------------------
 
-    /// Ids of every snapshot in the repository.
-    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        let dir = self.loc.child(SNAPSHOTS_DIR);
+    /// Names of the `.json` files in a folder of the repository, without
+    /// the suffix. `op` names the listing in errors ("list snapshots of").
+    async fn json_names(&self, dir: &str, op: &'static str) -> Result<Vec<String>> {
+        let dir = self.loc.child(dir);
         let metas: Vec<_> = self
             .loc
             .store
             .list(Some(&dir.prefix))
             .try_collect()
             .await
-            .map_err(|e| MoverError::store("list snapshots of", &self.loc.url, e))?;
+            .map_err(|e| MoverError::store(op, &self.loc.url, e))?;
         Ok(metas
             .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .filter_map(|m| Some(m.location.filename()?.strip_suffix(".json")?.to_owned()))
             .collect())
+    }
+
+    /// Ids of every snapshot in the repository.
+    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let names = self.json_names(SNAPSHOTS_DIR, "list snapshots of").await?;
+        Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
     }
 
     pub async fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
@@ -425,27 +432,16 @@ impl Repository {
     /// first. Records that cannot be read are skipped with a warning: they
     /// only feed predictions.
     pub async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>> {
-        let dir = self.loc.child(RUNS_DIR);
-        let metas: Vec<_> = self
-            .loc
-            .store
-            .list(Some(&dir.prefix))
-            .try_collect()
-            .await
-            .map_err(|e| MoverError::store("list run records of", &self.loc.url, e))?;
         let suffix = format!("-{kind}-");
-        let mut names: Vec<String> = metas
-            .iter()
-            .filter_map(|m| m.location.filename().map(str::to_owned))
-            .filter(|n| n.ends_with(".json") && n.contains(&suffix))
-            .collect();
+        let mut names = self.json_names(RUNS_DIR, "list run records of").await?;
+        names.retain(|n| n.contains(&suffix));
         // Names start with the UTC start time, so they sort by time.
         names.sort();
         let start = names.len().saturating_sub(limit);
         let mut runs = Vec::new();
         for name in &names[start..] {
             match self
-                .read_json::<RunRecord>(&format!("{RUNS_DIR}/{name}"))
+                .read_json::<RunRecord>(&format!("{RUNS_DIR}/{name}.json"))
                 .await
             {
                 Ok(Some(r)) => runs.push(r),

@@ -233,10 +233,9 @@ pub(crate) struct Staged {
     pub phases: Vec<Phase>,
 }
 
-/// Checks the request and every database, finds the parent, stores the
-/// Helm values.
+/// Checks every database (the caller has checked the request), finds the
+/// parent, stores the Helm values.
 pub(crate) async fn stage(req: &BackupRequest<'_>) -> Result<Staged> {
-    check_request(req)?;
     let t0 = Instant::now();
     let started = Utc::now();
     let id = haul_mover::new_snapshot_id()?;
@@ -389,6 +388,7 @@ pub async fn run(req: &BackupRequest<'_>) -> Result<BackupReport> {
     if req.pause.is_some() {
         return crate::cluster::run(req).await;
     }
+    check_request(req)?;
     let mut staged = stage(req).await?;
     let dbs = std::mem::take(&mut staged.dbs);
     let globals = staged.globals.take();

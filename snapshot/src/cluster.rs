@@ -97,18 +97,16 @@ async fn live(req: &BackupRequest<'_>, cluster: &Cluster) -> Result<Live> {
         let seconds = t.elapsed().as_secs_f64();
         let s = &done.stats;
         model.observe(s.objects, s.bytes_read, seconds);
+        let rate = predict::change_rate(&rounds, s.bytes_read);
+        let predicted = predict::predict_after(&model, s.objects, seconds, rate);
         rounds.push(Round {
             round: k,
             seconds,
             objects: s.objects,
             objects_read: s.objects_read,
             bytes_read: s.bytes_read,
-            predicted_downtime_s: 0.0,
+            predicted_downtime_s: predicted,
         });
-        let predicted = predict::predict_after(&model, &rounds, predict::change_rate(&rounds));
-        if let Some(r) = rounds.last_mut() {
-            r.predicted_downtime_s = predicted;
-        }
         say(format!(
             "pre-copy round {k} (cluster running): {} of {} objects read ({}) in {seconds:.1}s; paused phase predicted at {predicted:.1}s",
             s.objects_read,
@@ -166,7 +164,10 @@ pub(crate) async fn run(req: &BackupRequest<'_>) -> Result<BackupReport> {
         rounds,
         model,
     } = live;
-    let predicted = predict::predict_after(&model, &rounds, predict::change_rate(&rounds));
+    // What the last round predicted (without rounds: pause, commit, resume).
+    let predicted = rounds
+        .last()
+        .map_or(model.paused_seconds(0, 0.0), |r| r.predicted_downtime_s);
     let dbs = std::mem::take(&mut staged.dbs);
     let globals = staged.globals.take();
 

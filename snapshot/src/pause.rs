@@ -151,12 +151,8 @@ impl Cluster {
         &self.spec
     }
 
-    fn kubectl_args(&self, args: &[&str]) -> Vec<String> {
-        kubectl_args(&self.spec, args)
-    }
-
     async fn kubectl(&self, args: &[&str]) -> Result<String> {
-        call("kubectl", &self.kubectl_args(args)).await
+        call("kubectl", &kubectl_args(&self.spec, args)).await
     }
 
     async fn pachctl(&self, args: &[&str]) -> Result<String> {

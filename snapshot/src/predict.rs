@@ -195,23 +195,22 @@ pub enum Next {
     GiveUp(String),
 }
 
-/// The change rate measured by the last round: what it found changed over
-/// the time the round before it took.
-pub fn change_rate(rounds: &[Round]) -> Option<f64> {
-    match rounds {
-        [.., prev, last] if prev.seconds > 0.0 => Some(last.bytes_read as f64 / prev.seconds),
-        _ => None,
-    }
+/// The change rate a round measures: the `bytes_read` it found changed,
+/// over the time the round before it (the last of `before`) took.
+pub fn change_rate(before: &[Round], bytes_read: u64) -> Option<f64> {
+    before
+        .last()
+        .filter(|prev| prev.seconds > 0.0)
+        .map(|prev| bytes_read as f64 / prev.seconds)
 }
 
-/// The paused phase predicted if the cluster is paused after `last`.
-pub fn predict_after(model: &Model, rounds: &[Round], rate: Option<f64>) -> f64 {
-    let Some(last) = rounds.last() else {
-        return model.paused_seconds(0, 0.0);
-    };
+/// The paused phase predicted if the cluster is paused after a round that
+/// listed `objects` and took `seconds`, the bucket changing at `rate`
+/// (else the history's rate, else not at all).
+pub fn predict_after(model: &Model, objects: u64, seconds: f64, rate: Option<f64>) -> f64 {
     let rate = rate.or(model.change_bps).unwrap_or(0.0);
-    let delta = rate * (last.seconds + model.pause_s);
-    model.paused_seconds(last.objects, delta)
+    let delta = rate * (seconds + model.pause_s);
+    model.paused_seconds(objects, delta)
 }
 
 /// The rule that ends pre-copy. Without a budget, rounds go on while each
@@ -304,17 +303,14 @@ pub fn forecast(
     let fits;
     loop {
         let seconds = model.pass_seconds(listed, bytes);
-        let mut r = Round {
+        rounds.push(Round {
             round: rounds.len() as u32 + 1,
             seconds,
             objects: listed,
             objects_read: u64::from(bytes > 0.0),
             bytes_read: bytes as u64,
-            predicted_downtime_s: 0.0,
-        };
-        rounds.push(r.clone());
-        r.predicted_downtime_s = predict_after(model, &rounds, Some(rate));
-        *rounds.last_mut().expect("pushed") = r;
+            predicted_downtime_s: predict_after(model, listed, seconds, Some(rate)),
+        });
         match decide(model, &rounds, budget, max_rounds) {
             Next::Precopy => bytes = rate * seconds,
             Next::Pause => {
@@ -450,12 +446,15 @@ mod tests {
 
     #[test]
     fn the_change_rate_comes_from_consecutive_rounds() {
-        let rounds = vec![
+        let rounds = [
             round(1, 100.0, 10 << 30, 0.0),
             round(2, 10.0, 100 << 20, 0.0),
         ];
-        assert_eq!(change_rate(&rounds), Some((100u64 << 20) as f64 / 100.0));
-        assert_eq!(change_rate(&rounds[..1]), None);
+        assert_eq!(
+            change_rate(&rounds[..1], rounds[1].bytes_read),
+            Some((100u64 << 20) as f64 / 100.0)
+        );
+        assert_eq!(change_rate(&[], rounds[0].bytes_read), None);
     }
 
     #[test]
