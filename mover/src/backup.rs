@@ -156,6 +156,9 @@ pub async fn backup(
         });
     }
     listing::probe(source).await?;
+    if let Some(p) = parent {
+        repo.expect_chunks(p.objects + p.bytes / repo.config.object_chunk_size);
+    }
     let progress = &repo.engine.progress;
     progress.start("backup", parent.map_or(0, |p| p.objects), 0);
 
@@ -388,6 +391,60 @@ mod tests {
 
     use super::*;
     use crate::{Engine, Limits, StoreConfig, StoreUrl};
+
+    /// A chunk the repository holds is never uploaded again, whether the
+    /// check is a HEAD request (the first `head_checks` chunks) or the
+    /// listing of every chunk (after that), or both within one backup.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_the_repository_holds_are_not_uploaded_again() {
+        let cfg = StoreConfig::default();
+        for head_checks in [0, 5, 10_000] {
+            let open = |name: String| {
+                cfg.open(&StoreUrl::parse(&format!("memory://{name}")).unwrap(), true)
+                    .unwrap()
+            };
+            let (a, b) = (
+                open(format!("dd-a-{head_checks}")),
+                open(format!("dd-b-{head_checks}")),
+            );
+            for i in 0..40u32 {
+                let body = PutPayload::from(i.to_le_bytes().repeat(100 + i as usize));
+                for src in [&a, &b] {
+                    src.store
+                        .put(&src.path(&format!("k/{i:04}")), body.clone())
+                        .await
+                        .unwrap();
+                }
+            }
+            let limits = Limits {
+                head_checks,
+                ..Limits::default()
+            };
+            let repo =
+                Repository::init(open(format!("dd-repo-{head_checks}")), Engine::new(limits))
+                    .await
+                    .unwrap();
+            let first = backup(&repo, &a, None).await.unwrap();
+            assert!(first.stats.chunks_uploaded >= 40, "{:?}", first.stats);
+            // A second handle: nothing known in memory, everything checked.
+            let repo = Repository::open(
+                repo.loc.clone(),
+                Engine::new(Limits {
+                    head_checks,
+                    ..Limits::default()
+                }),
+            )
+            .await
+            .unwrap();
+            let second = backup(&repo, &b, None).await.unwrap();
+            assert_eq!(second.stats.objects_read, 40);
+            assert_eq!(
+                second.stats.chunks_uploaded, 0,
+                "head_checks = {head_checks}: {:?}",
+                second.stats
+            );
+        }
+    }
 
     /// Regression: an incremental backup of a few segments' worth of objects
     /// hung forever. The segment writer waited for a CPU permit that parent

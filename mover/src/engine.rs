@@ -81,6 +81,16 @@ impl Engine {
     }
 }
 
+/// A spawned task that is aborted when its handle is dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Counters of the running phase, read by the CLI to draw progress.
 #[derive(Debug, Default)]
 pub struct Progress {

@@ -28,8 +28,17 @@ pub struct Limits {
     pub part_size: u64,
     /// CPU-bound workers (hashing, compression) running at once.
     pub cpu: usize,
-    /// Segment and chunk-listing reads issued ahead of need.
+    /// Segment and chunk-listing reads issued ahead of need; also segment
+    /// writes in flight.
     pub read_ahead: usize,
+    /// Chunks checked with one HEAD request each before a write, before one
+    /// listing of every chunk in the repository replaces the HEADs. When the
+    /// repository's size is known, the allowance grows to a twentieth of its
+    /// chunk count (on SeaweedFS, listing 1,000 chunks cost about as much as
+    /// 50 HEADs). A small backup (a no-change run writes only its manifest, a
+    /// 1% incremental 1% of the chunks) then costs a few requests instead of
+    /// a listing; a large one pays for the listing once.
+    pub head_checks: usize,
     /// A restore stops after this many objects failed (corrupt chunks and
     /// the like): past it the cause is surely not one bad object.
     pub max_object_errors: usize,
@@ -46,6 +55,7 @@ impl Default for Limits {
             part_size: 8 << 20,
             cpu: std::thread::available_parallelism().map_or(2, |n| n.get()),
             read_ahead: 8,
+            head_checks: 1024,
             max_object_errors: 20,
         }
     }

@@ -23,6 +23,9 @@ use haul_manifest::diff::key_order;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
+use tokio::sync::mpsc;
+
+use crate::engine::AbortOnDrop;
 use crate::location::{Location, Scheme};
 use crate::{MoverError, Result};
 
@@ -54,7 +57,7 @@ pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
                 .boxed()
         }
     };
-    let listed = raw
+    let listed = prefetch(raw, PREFETCH)
         .map_ok(move |m| Listed {
             key: base.relative(&m.location),
             size: m.size,
@@ -63,6 +66,53 @@ pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
         })
         .boxed();
     to_path_order(listed, loc.url.to_string())
+}
+
+/// Listed objects fetched ahead of the consumer: two pages of an S3 listing.
+const PREFETCH: usize = 2000;
+
+/// Drives `input` in its own task, up to `ahead` items ahead of the consumer,
+/// so a listing's next page is already on its way while the current one is
+/// merged and planned (a listing is otherwise fetched only when pulled).
+/// The task stops when the stream is dropped; if it dies, the stream ends
+/// with an error, never early: a short listing would read as deletions.
+fn prefetch<T: Send + 'static>(
+    input: BoxStream<'static, Result<T>>,
+    ahead: usize,
+) -> BoxStream<'static, Result<T>> {
+    enum State<T> {
+        Idle(BoxStream<'static, Result<T>>),
+        Running(mpsc::Receiver<Result<T>>, AbortOnDrop<()>),
+        Done,
+    }
+    stream::unfold(State::Idle(input), move |st| async move {
+        let (mut rx, mut task) = match st {
+            State::Idle(mut input) => {
+                let (tx, rx) = mpsc::channel(ahead);
+                let task = tokio::spawn(async move {
+                    while let Some(item) = input.next().await {
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                (rx, AbortOnDrop(task))
+            }
+            State::Running(rx, task) => (rx, task),
+            State::Done => return None,
+        };
+        match rx.recv().await {
+            Some(item) => Some((item, State::Running(rx, task))),
+            None => match (&mut task.0).await {
+                Ok(()) => None,
+                Err(e) => Some((
+                    Err(MoverError::Task(format!("listing stopped: {e}"))),
+                    State::Done,
+                )),
+            },
+        }
+    })
+    .boxed()
 }
 
 /// A key ordered by [`key_order`].
@@ -240,6 +290,32 @@ mod tests {
             })
             .collect();
         stream::iter(items).boxed()
+    }
+
+    #[tokio::test]
+    async fn prefetch_passes_everything_through_in_order() {
+        let keys: Vec<String> = (0..5000).map(|i| format!("k/{i:06}")).collect();
+        let got: Vec<String> = prefetch(listed(&keys), 7)
+            .map_ok(|l| l.key)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got, keys);
+    }
+
+    /// A listing whose task dies must end in an error: ending early would
+    /// read as every remaining object deleted.
+    #[tokio::test]
+    async fn prefetch_reports_a_dead_listing_instead_of_ending_early() {
+        let keys: Vec<String> = (0..3).map(|i| format!("k/{i}")).collect();
+        let dying = listed(&keys)
+            .chain(stream::once(async { panic!("the listing task dies") }))
+            .boxed();
+        let got: Vec<Result<Listed>> = prefetch(dying, 2).collect().await;
+        assert_eq!(got.len(), 4, "three keys, then the error");
+        assert!(got[..3].iter().all(|r| r.is_ok()));
+        let err = got[3].as_ref().unwrap_err().to_string();
+        assert!(err.contains("listing stopped"), "{err}");
     }
 
     async fn reorder(keys: &[String]) -> Result<Vec<String>> {

@@ -1,11 +1,13 @@
 //! A haul repository in an object store (format: see `haul_manifest`).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::Utc;
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, BoxStream, FuturesOrdered, StreamExt, TryStreamExt};
 use haul_manifest::segment::{self, SegmentWriter};
 use haul_manifest::{
     CHUNKS_DIR, ChunkId, ObjectEntry, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunRecord,
@@ -14,6 +16,7 @@ use haul_manifest::{
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::OnceCell;
 
+use crate::engine::AbortOnDrop;
 use crate::{Engine, Location, MoverError, Result, listing};
 
 /// An opened repository. Cloning is cheap (one `Arc`): transfers run as
@@ -27,10 +30,18 @@ pub struct RepoInner {
     pub loc: Location,
     pub config: RepoConfig,
     pub engine: Engine,
-    /// Chunks known to exist: loaded from a listing of `chunks/` the first
-    /// time a chunk is about to be stored, then kept up to date, so a chunk
-    /// that exists is never uploaded again and no per-chunk HEAD is needed.
-    known: OnceCell<Mutex<HashSet<ChunkId>>>,
+    /// Chunks known to exist: found by a HEAD or written by this process,
+    /// and, once `listed`, every chunk of the repository. A chunk that
+    /// exists is never uploaded again.
+    known: Mutex<HashSet<ChunkId>>,
+    /// Set once the whole `chunks/` listing is merged into `known`: after
+    /// `Limits::head_checks` HEADs, one listing costs less than more HEADs.
+    listed: OnceCell<()>,
+    /// HEAD requests made so far to check for a chunk.
+    heads: AtomicUsize,
+    /// About how many chunks the repository holds, when a caller knows
+    /// (see [`Repository::expect_chunks`]).
+    expected_chunks: AtomicUsize,
 }
 
 impl std::ops::Deref for Repository {
@@ -53,12 +64,6 @@ impl std::ops::Deref for Repository {
 pub fn spawned<T: Send + 'static>(
     fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
-    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-    impl<T> Drop for AbortOnDrop<T> {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
     let mut task = AbortOnDrop(tokio::spawn(fut));
     async move {
         (&mut task.0)
@@ -135,7 +140,10 @@ impl Repository {
             loc,
             config,
             engine,
-            known: OnceCell::new(),
+            known: Mutex::default(),
+            listed: OnceCell::new(),
+            heads: AtomicUsize::new(0),
+            expected_chunks: AtomicUsize::new(0),
         })))
     }
 
@@ -153,10 +161,62 @@ impl Repository {
 
     // ---- chunks -------------------------------------------------------
 
-    async fn index(&self) -> Result<&Mutex<HashSet<ChunkId>>> {
+    fn is_known(&self, id: &ChunkId) -> bool {
         self.known
-            .get_or_try_init(|| async { Ok(Mutex::new(self.list_chunks().await?)) })
-            .await
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn add_known(&self, id: ChunkId) {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    /// Tells the repository it holds about `chunks` chunks (a parent
+    /// snapshot's size says so), which sets how many chunks are checked
+    /// with a HEAD before listing them all is cheaper.
+    pub fn expect_chunks(&self, chunks: u64) {
+        let n = usize::try_from(chunks).unwrap_or(usize::MAX);
+        self.expected_chunks.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// Does the repository hold chunk `id` (at `path`)? A HEAD request for
+    /// the first `head_checks` chunks asked about, then one listing of
+    /// every chunk.
+    async fn has_chunk(&self, id: &ChunkId, path: &object_store::path::Path) -> Result<bool> {
+        if self.is_known(id) {
+            return Ok(true);
+        }
+        if self.listed.get().is_some() {
+            return Ok(false);
+        }
+        let allowed =
+            (self.engine.limits.head_checks).max(self.expected_chunks.load(Ordering::Relaxed) / 20);
+        if self.heads.fetch_add(1, Ordering::Relaxed) < allowed {
+            let _r = self.engine.request().await;
+            return match self.loc.store.head(path).await {
+                Ok(_) => {
+                    self.add_known(*id);
+                    Ok(true)
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(MoverError::store("look for a chunk in", &self.loc.url, e)),
+            };
+        }
+        self.listed
+            .get_or_try_init(|| async {
+                let all = self.list_chunks().await?;
+                self.known
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(all);
+                Ok::<_, MoverError>(())
+            })
+            .await?;
+        Ok(self.is_known(id))
     }
 
     /// Every chunk in the repository, listed one `chunks/xx/` folder at a time
@@ -194,12 +254,8 @@ impl Repository {
     /// Stores an encoded chunk unless the repository has it. Returns whether
     /// it was uploaded. `plain` is the chunk's plaintext (the payload of a raw chunk).
     pub async fn store_chunk(&self, enc: chunk::Encoded, plain: Bytes) -> Result<bool> {
-        let index = self.index().await?;
-        if index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&enc.id)
-        {
+        let path = self.loc.path(&haul_manifest::chunk_path(&enc.id));
+        if self.has_chunk(&enc.id, &path).await? {
             return Ok(false);
         }
         let header = Bytes::copy_from_slice(&enc.header);
@@ -207,7 +263,6 @@ impl Repository {
             Some(c) => PutPayload::from_iter([header, Bytes::from(c)]),
             None => PutPayload::from_iter([header, plain]),
         };
-        let path = self.loc.path(&haul_manifest::chunk_path(&enc.id));
         {
             let _r = self.engine.request().await;
             self.loc
@@ -216,10 +271,7 @@ impl Repository {
                 .await
                 .map_err(|e| MoverError::store("upload a chunk to", &self.loc.url, e))?;
         }
-        index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(enc.id);
+        self.add_known(enc.id);
         Ok(true)
     }
 
@@ -305,6 +357,7 @@ impl Repository {
         SegmentSink {
             repo: self,
             writer: SegmentWriter::new(self.config.segment_entries),
+            storing: FuturesOrdered::new(),
             segments: Vec::new(),
         }
     }
@@ -484,39 +537,64 @@ impl Repository {
     }
 }
 
-/// Collects sorted entries into segments and stores each as it closes.
+/// Collects sorted entries into segments and stores each as it closes, up
+/// to `read_ahead` at once.
 #[derive(Debug)]
 pub struct SegmentSink<'a> {
     repo: &'a Repository,
     writer: SegmentWriter,
+    /// Segments being stored, in manifest order; at most `read_ahead`.
+    storing: FuturesOrdered<BoxFuture<'static, Result<SegmentRef>>>,
     segments: Vec<SegmentRef>,
 }
 
 impl SegmentSink<'_> {
+    /// Adds the next entry. A full segment is stored in the background: the
+    /// pipeline feeding the sink keeps moving while it uploads.
     pub async fn push(&mut self, entry: &ObjectEntry) -> Result<()> {
         if let Some(seg) = self.writer.push(entry) {
-            self.store(seg).await?;
+            self.store(seg);
+            while self.storing.len() > self.repo.engine.limits.read_ahead.max(1) {
+                self.next_stored().await?;
+            }
         }
         Ok(())
     }
 
-    async fn store(&mut self, seg: segment::Segment) -> Result<()> {
-        let (id, _) = self.repo.put_plain(Bytes::from(seg.plain)).await?;
-        self.segments.push(SegmentRef {
-            id,
-            first: seg.first,
-            last: seg.last,
-            entries: seg.entries,
-            bytes: seg.bytes,
-        });
-        Ok(())
+    fn store(&mut self, seg: segment::Segment) {
+        let repo = self.repo.clone();
+        self.storing.push_back(
+            spawned(async move {
+                let (id, _) = repo.put_plain(Bytes::from(seg.plain)).await?;
+                Ok(SegmentRef {
+                    id,
+                    first: seg.first,
+                    last: seg.last,
+                    entries: seg.entries,
+                    bytes: seg.bytes,
+                })
+            })
+            .boxed(),
+        );
     }
 
+    async fn next_stored(&mut self) -> Result<bool> {
+        match self.storing.next().await {
+            Some(r) => {
+                self.segments.push(r?);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Stores the last segment and waits for every segment to be stored.
     pub async fn finish(mut self) -> Result<Vec<SegmentRef>> {
         let writer = std::mem::replace(&mut self.writer, SegmentWriter::new(1));
         if let Some(seg) = writer.finish() {
-            self.store(seg).await?;
+            self.store(seg);
         }
+        while self.next_stored().await? {}
         Ok(self.segments)
     }
 }
