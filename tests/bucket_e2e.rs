@@ -302,7 +302,9 @@ fn local_backup_and_restore_round_trip() {
 
 /// Per-store settings through the binary: a config file gives the source its
 /// endpoint and the names of its credential variables; an AWS profile gives
-/// the repository its own. No AWS_* credential variable is set at all.
+/// the repository its own. No AWS_* credential variable is set at all. The
+/// repository's chunks go up unsigned with CRC64-NVME checksums
+/// (`payload = "crc64nvme"`) and read back whole.
 #[tokio::test]
 async fn s3_settings_from_config_file_and_aws_profile() {
     let s3 = S3::from_env();
@@ -315,7 +317,8 @@ async fn s3_settings_from_config_file_and_aws_profile() {
         &config,
         format!(
             "[[store]]\nurl = \"s3://{src_bucket}\"\nendpoint = \"{}\"\naccess_key_id_env = \"SRC_KEY\"\n\
-             secret_access_key_env = \"SRC_SECRET\"\n\n[[store]]\nurl = \"s3://{repo_bucket}\"\nprofile = \"backup\"\n",
+             secret_access_key_env = \"SRC_SECRET\"\n\n[[store]]\nurl = \"s3://{repo_bucket}\"\nprofile = \"backup\"\n\
+             payload = \"crc64nvme\"\n",
             s3.endpoint
         ),
     )
@@ -363,6 +366,7 @@ async fn s3_settings_from_config_file_and_aws_profile() {
         .ok()
         .json();
     assert_eq!(num(&b, "objects_read"), 1);
+    haul().run(["verify", "--repo", &repo, "--read-data"]).ok();
 
     // A wrong secret behind the named variable: access denied, never echoed.
     let bad = haul()
