@@ -97,7 +97,7 @@ pub struct LimitArgs {
     /// Requests in flight at once to each store [default: 32].
     #[arg(long, global = true, value_name = "N", env = "HAUL_REQUESTS")]
     pub requests: Option<usize>,
-    /// Memory budget for object data in flight, in MiB [default: 512].
+    /// Memory budget for object data in flight, in MiB [default: 128].
     #[arg(long, global = true, value_name = "MIB", env = "HAUL_MEMORY_MIB")]
     pub memory_mib: Option<u64>,
     /// Objects in flight in the ordered pipeline [default: 1024].
