@@ -19,8 +19,9 @@ use every core, so no client moves the bytes faster than in
 Fairness: rclone copies between two remotes with server-side copy disabled
 (`--disable Copy`), so that both tools move every byte through the client,
 as a backup to a separate store must; rclone gets the same parallelism as
-haul (`--transfers 32 --checkers 32`), `--fast-list`, and `--checksum` for
-sync (compares ETags from listings, its fastest correct mode).
+haul (`--transfers 32 --checkers 32`) and `--fast-list`. Incremental rounds
+alternate between `sync --checksum` (ETags from listings, its fastest
+correct mode) and plain `sync` (size + modtime, a HEAD per object).
 """
 
 import argparse
