@@ -161,18 +161,9 @@ impl Repository {
 
     // ---- chunks -------------------------------------------------------
 
-    fn is_known(&self, id: &ChunkId) -> bool {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
-    }
-
-    fn add_known(&self, id: ChunkId) {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+    /// The chunks known to exist (see `RepoInner::known`).
+    fn known_chunks(&self) -> std::sync::MutexGuard<'_, HashSet<ChunkId>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Tells the repository it holds about `chunks` chunks (a parent
@@ -187,7 +178,7 @@ impl Repository {
     /// the first `head_checks` chunks asked about, then one listing of
     /// every chunk.
     async fn has_chunk(&self, id: &ChunkId, path: &object_store::path::Path) -> Result<bool> {
-        if self.is_known(id) {
+        if self.known_chunks().contains(id) {
             return Ok(true);
         }
         if self.listed.get().is_some() {
@@ -199,7 +190,7 @@ impl Repository {
             let _r = self.engine.request().await;
             return match self.loc.store.head(path).await {
                 Ok(_) => {
-                    self.add_known(*id);
+                    self.known_chunks().insert(*id);
                     Ok(true)
                 }
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -209,14 +200,11 @@ impl Repository {
         self.listed
             .get_or_try_init(|| async {
                 let all = self.list_chunks().await?;
-                self.known
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(all);
+                self.known_chunks().extend(all);
                 Ok::<_, MoverError>(())
             })
             .await?;
-        Ok(self.is_known(id))
+        Ok(self.known_chunks().contains(id))
     }
 
     /// Every chunk in the repository, listed one `chunks/xx/` folder at a time
@@ -271,7 +259,7 @@ impl Repository {
                 .await
                 .map_err(|e| MoverError::store("upload a chunk to", &self.loc.url, e))?;
         }
-        self.add_known(enc.id);
+        self.known_chunks().insert(enc.id);
         Ok(true)
     }
 
