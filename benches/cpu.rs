@@ -84,6 +84,20 @@ fn chunk_stage(c: &mut Criterion) {
                 )
             })
         });
+        // The first chunk of such an object gets both hashes from one pass.
+        g.bench_with_input(
+            BenchmarkId::new("haul_encode+cv_first", name),
+            &data,
+            |b, d| {
+                b.iter(|| {
+                    let (id, cv) = tree::first_chunk_hashes(black_box(d));
+                    (
+                        chunk::encode_with_id(id.into(), d, ZSTD_LEVEL).blob_len(),
+                        cv,
+                    )
+                })
+            },
+        );
         let enc = chunk::encode(&data, ZSTD_LEVEL);
         let blob = enc.to_blob(&data);
         g.bench_with_input(

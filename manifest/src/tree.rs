@@ -22,6 +22,26 @@ pub fn chunk_cv(data: &[u8], offset: u64) -> ChainingValue {
     h.finalize_non_root()
 }
 
+/// The first chunk of an object of several: its blake3 (the chunk's id) and
+/// its chaining value, from one pass over the bytes instead of two. At offset
+/// 0 both are the parent node of the chunk's two halves, with and without the
+/// root flag. `data` must be a full chunk (see [`valid_chunk_size`]).
+pub fn first_chunk_hashes(data: &[u8]) -> (blake3::Hash, ChainingValue) {
+    assert!(
+        data.len().is_power_of_two() && data.len() >= 2 * blake3::CHUNK_LEN,
+        "a first chunk is a full chunk of two BLAKE3 chunks or more"
+    );
+    let half = data.len() / 2;
+    let (left, right) = (
+        chunk_cv(&data[..half], 0),
+        chunk_cv(&data[half..], half as u64),
+    );
+    (
+        hazmat::merge_subtrees_root(&left, &right, Mode::Hash),
+        hazmat::merge_subtrees_non_root(&left, &right, Mode::Hash),
+    )
+}
+
 /// The blake3 of an object made of two or more chunks, from their chaining
 /// values in order. Every chunk but the last must be a full chunk of a size
 /// accepted by [`valid_chunk_size`].
@@ -94,6 +114,17 @@ mod tests {
                     "chunk {chunk} len {len}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn first_chunk_hashes_equal_the_two_passes() {
+        let data: Vec<u8> = (0..(64u32 << 10)).map(|i| (i * 7 % 253) as u8).collect();
+        for len in [2048, 4096, 16 << 10, 64 << 10] {
+            let d = &data[..len];
+            let (id, cv) = first_chunk_hashes(d);
+            assert_eq!(id, blake3::hash(d), "len {len}");
+            assert_eq!(cv, chunk_cv(d, 0), "len {len}");
         }
     }
 

@@ -352,9 +352,14 @@ async fn read_version(
                 }
                 let d = data.clone();
                 let (enc, cv) = engine
-                    .cpu(move || {
-                        let cv = (n > 1).then(|| tree::chunk_cv(&d, start));
-                        (chunk::encode(&d, level), cv)
+                    .cpu(move || match (n, start) {
+                        (1, _) => (chunk::encode(&d, level), None),
+                        // The first chunk's id and chaining value share one pass.
+                        (_, 0) => {
+                            let (id, cv) = tree::first_chunk_hashes(&d);
+                            (chunk::encode_with_id(id.into(), &d, level), Some(cv))
+                        }
+                        _ => (chunk::encode(&d, level), Some(tree::chunk_cv(&d, start))),
                     })
                     .await?;
                 let (id, len) = (enc.id, enc.blob_len() as u64);
