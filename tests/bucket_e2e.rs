@@ -303,8 +303,8 @@ fn local_backup_and_restore_round_trip() {
 /// Per-store settings through the binary: a config file gives the source its
 /// endpoint and the names of its credential variables; an AWS profile gives
 /// the repository its own. No AWS_* credential variable is set at all. The
-/// repository's chunks go up unsigned with CRC64-NVME checksums
-/// (`payload = "crc64nvme"`) and read back whole.
+/// repository's chunks go up with signed SHA-256 payloads
+/// (`payload = "signed"`, not the default) and read back whole.
 #[tokio::test]
 async fn s3_settings_from_config_file_and_aws_profile() {
     let s3 = S3::from_env();
@@ -318,7 +318,7 @@ async fn s3_settings_from_config_file_and_aws_profile() {
         format!(
             "[[store]]\nurl = \"s3://{src_bucket}\"\nendpoint = \"{}\"\naccess_key_id_env = \"SRC_KEY\"\n\
              secret_access_key_env = \"SRC_SECRET\"\n\n[[store]]\nurl = \"s3://{repo_bucket}\"\nprofile = \"backup\"\n\
-             payload = \"crc64nvme\"\n",
+             payload = \"signed\"\n",
             s3.endpoint
         ),
     )

@@ -188,7 +188,7 @@ fn normalize_fs_path(p: &FsPath) -> PathBuf {
 /// profile = "backup"                        # a profile of ~/.aws/credentials
 /// access_key_id_env = "BACKUP_AWS_ACCESS_KEY_ID"      # or: the names of env vars
 /// secret_access_key_env = "BACKUP_AWS_SECRET_ACCESS_KEY"
-/// payload = "crc64nvme"                     # or "signed" (the default)
+/// payload = "signed"                        # or "crc64nvme" (the default)
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,18 +209,24 @@ pub struct StoreSettings {
 }
 
 /// How the bodies haul writes to S3 are protected in transit.
+///
+/// The default is the checksum, not the signature: the SHA-256 of a signed
+/// body was 38% of haul's CPU in a backup (BENCHMARKS.md), and a server need
+/// not check it: SeaweedFS stores a body whose signed SHA-256 is wrong, yet
+/// refuses one whose CRC64-NVME is wrong (`BadDigest`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Payload {
-    /// SigV4 signs the SHA-256 of every body: every S3-compatible server
-    /// checks it. Costs one SHA-256 pass over every byte written.
-    #[default]
-    Signed,
     /// The body is not signed (`UNSIGNED-PAYLOAD`) and carries a CRC64-NVME
-    /// checksum instead, as the AWS SDKs do by default since 2025: far less
-    /// CPU. AWS S3 and servers with flexible checksums verify the CRC; TLS
-    /// protects the body on servers that ignore it.
+    /// checksum instead, as the AWS SDKs do by default since 2025. AWS S3 and
+    /// servers with flexible checksums (SeaweedFS, recent MinIO) verify it;
+    /// on a server that ignores it, TLS protects the body.
+    #[default]
     Crc64nvme,
+    /// SigV4 signs the SHA-256 of every body, for servers that verify the
+    /// signed hash but not flexible checksums (older MinIO, Ceph). Costs one
+    /// SHA-256 pass over every byte written.
+    Signed,
 }
 
 /// Reads an environment variable (the process environment unless replaced in tests).
@@ -438,7 +444,7 @@ impl StoreConfig {
         } else if let Some(v) = s.virtual_hosted_style {
             b = b.with_virtual_hosted_style_request(v);
         }
-        if s.payload == Some(Payload::Crc64nvme) {
+        if s.payload.unwrap_or_default() == Payload::Crc64nvme {
             b = b
                 .with_unsigned_payload(true)
                 .with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
