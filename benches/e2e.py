@@ -3,18 +3,24 @@
 
 One command:  python3 benches/e2e.py            (full scale, ~1 hour)
               python3 benches/e2e.py --quick    (1/10 scale, a few minutes)
-              python3 benches/e2e.py --smoke    (tiny; proves the harness runs; used by CI)
+              python3 benches/e2e.py --smoke    (tiny; proves the harness runs; CI runs it)
 
 It starts its own SeaweedFS (scripts/services.sh on its own ports), uses
 rclone from the same venv, generates the data sets, runs every scenario for
 haul and for rclone alternately, several times, and prints a Markdown table
 of medians, ratios and peak RSS (from /usr/bin/time -v) for BENCHMARKS.md.
 
+The server's ceiling, measured: the cluster-like scenario also runs
+`s3probe` (benches/s3probe.rs), the leanest client that can move the same
+bytes: a raw copy (whole-object GET then PUT, unsigned, nothing hashed) for
+the bucket-to-bucket backup, and a raw upload of the same files from memory
+for a backup from local files. haul's throughput is reported as a fraction
+of each, measured in the same run, alternating.
+
 Server CPU: every timed run also records the CPU seconds the S3 server
-(SeaweedFS, on the same cores) spent during it. The server's ceiling for a
-scenario follows: with a client that used no CPU at all, the server could
-use every core, so no client moves the bytes faster than in
-(server CPU seconds / cores).
+(SeaweedFS, on the same cores) spent during it. A strict bound follows: with
+a client that used no CPU at all, the server could use every core, so no
+client moves the bytes faster than in (server CPU seconds / cores).
 
 Fairness: rclone copies between two remotes with server-side copy disabled
 (`--disable Copy`), so that both tools move every byte through the client,
@@ -174,12 +180,14 @@ class Bench:
         row = {"scenario": scenario, "what": what, "a": a, "a_s": am, "a_rss": max(r[1] for r in a_runs),
                "a_cpu": statistics.median(r[3] for r in a_runs),
                "a_srv": statistics.median(r[4] for r in a_runs),
+               "a_range": [min(r[0] for r in a_runs), max(r[0] for r in a_runs)],
                "bytes": nbytes, "note": note, "runs": len(a_runs)}
         if b_runs:
             bm = statistics.median(r[0] for r in b_runs)
             row.update({"b": b, "b_s": bm, "b_rss": max(r[1] for r in b_runs),
                         "b_cpu": statistics.median(r[3] for r in b_runs),
-                        "b_srv": statistics.median(r[4] for r in b_runs), "speedup": bm / am})
+                        "b_srv": statistics.median(r[4] for r in b_runs), "speedup": bm / am,
+                        "b_range": [min(r[0] for r in b_runs), max(r[0] for r in b_runs)]})
         self.results.append(row)
         log(json.dumps(row))
 
@@ -187,7 +195,7 @@ class Bench:
     def ceiling(self, scenario, nbytes):
         """The server's ceiling for the last row: its CPU seconds spread over
         every core, the time a client using no CPU could not beat."""
-        last = self.results[-1]
+        last = next(r for r in reversed(self.results) if r["scenario"] == scenario and r.get("b") == "rclone")
         cores = os.cpu_count()
         for tool in ("a", "b"):
             floor = last[f"{tool}_srv"] / cores
@@ -197,8 +205,10 @@ class Bench:
         # The table reports the floor measured during rclone's runs (the leaner client).
         last["ceiling_s"] = last["b_srv"] / cores
 
-    def full_backup(self, scenario, src_bucket, nbytes):
-        haul_runs, rclone_runs = [], []
+    def full_backup(self, scenario, src_bucket, nbytes, raw=False):
+        """haul's full backup against rclone copy; with `raw`, also against
+        the raw copy probe (the server's measured copy ceiling)."""
+        haul_runs, rclone_runs, raw_runs = [], [], []
         for _ in range(self.args.runs):
             repo = self.bucket("repo")
             self.run(self.haul("init", f"s3://{repo}"))
@@ -207,7 +217,35 @@ class Bench:
             dst = self.bucket("rc")
             rclone_runs.append(self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}")))
             self.drop(dst)
+            if raw:
+                dst = self.bucket("raw")
+                raw_runs.append(self.probe("copy", src_bucket, dst))
+                self.drop(dst)
         self.record(scenario, "full backup vs rclone copy", haul_runs, rclone_runs, nbytes)
+        if raw:
+            self.record(scenario, "full backup vs the raw copy (measured ceiling)", haul_runs, raw_runs, nbytes,
+                        b="raw copy")
+
+    def probe(self, what, src, dst):
+        """A timed s3probe run; its wall time is the probe's own (an upload
+        reads its files into memory before the clock starts)."""
+        dt, rss, out, cpu, srv = self.timed([self.args.probe, what, src, dst, str(self.args.probe_parallel)])
+        return json.loads(out)["seconds"], rss, out, cpu, srv
+
+    def upload_ceiling(self, local, nbytes):
+        """A backup from local files against the raw upload of the same
+        files: the server's upload ceiling, with no source bucket to serve."""
+        haul_runs, raw_runs = [], []
+        for _ in range(self.args.runs):
+            repo = self.bucket("repo")
+            self.run(self.haul("init", f"s3://{repo}"))
+            haul_runs.append(self.timed(self.haul("backup", "--source", f"file://{local}", "--repo", f"s3://{repo}")))
+            self.drop(repo)
+            dst = self.bucket("up")
+            raw_runs.append(self.probe("upload", local, dst))
+            self.drop(dst)
+        self.record("cluster-like (local files)", "full backup from local files vs the raw upload (measured ceiling)",
+                    haul_runs, raw_runs, nbytes, b="raw upload")
 
     def cluster_like(self):
         total = self.args.scale * 2048 * MIB
@@ -219,8 +257,9 @@ class Bench:
         src = "src-cluster"
         self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
         self.upload(local, src)
-        self.full_backup("cluster-like", src, sum(sizes))
+        self.full_backup("cluster-like", src, sum(sizes), raw=True)
         self.ceiling("cluster-like", sum(sizes))
+        self.upload_ceiling(local, sum(sizes))
         if "downtime" in self.args.scenarios.split(","):
             self.downtime(src, sum(sizes))
         shutil.rmtree(local)
@@ -418,11 +457,16 @@ class Bench:
                 f"{r['b_cpu']:.1f}" if has_b else "-", srv, r["runs"]))
         notes = []
         for r in self.results:
+            if r.get("b", "").startswith("raw"):
+                notes.append(f"- {r['scenario']}: {r['a']} at {r['speedup']:.0%} of the {r['b']} "
+                             f"({r['b_s']:.2f} s, {r['bytes'] / MIB / r['b_s']:.0f} MiB/s), the ceiling measured "
+                             f"with the leanest client; runs of {r['a']} {r['a_range'][0]:.2f}–{r['a_range'][1]:.2f} s, "
+                             f"of the {r['b']} {r['b_range'][0]:.2f}–{r['b_range'][1]:.2f} s")
             if "ceiling_s" not in r:
                 continue
             floor = r["ceiling_s"]
             rate = r["bytes"] / MIB / floor
-            notes.append(f"- {r['scenario']}: server ceiling {floor:.2f} s ({rate:.0f} MiB/s) = server CPU "
+            notes.append(f"- {r['scenario']}: zero-client-CPU bound {floor:.2f} s ({rate:.0f} MiB/s) = server CPU "
                          f"{r['b_srv']:.1f} s / {os.cpu_count()} cores; {r['a']} at {floor / r['a_s']:.0%} of it, "
                          f"{r['b']} at {floor / r['b_s']:.0%}; the most any client could beat {r['b']} by is "
                          f"{r['b_s'] / floor:.2f}x")
@@ -438,15 +482,20 @@ def main():
                     help="comma-separated subset of: cluster, downtime (needs cluster), small, large, listing")
     ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"),
                     help="haul binary (default: target/release/haul, built if missing)")
+    ap.add_argument("--probe", default=os.path.join(ROOT, "target", "release", "s3probe"),
+                    help="the raw-client probe (default: target/release/s3probe, built if missing)")
+    ap.add_argument("--probe-parallel", type=int, default=8,
+                    help="objects the raw probes move at once (8 was fastest here; see BENCHMARKS.md)")
     ap.add_argument("--workdir", default=None, help="where data sets are generated (default: /tmp)")
     ap.add_argument("--json-out", help="also write the results as JSON here")
     args = ap.parse_args()
     args.scale = 0.001 if args.smoke else 0.1 if args.quick else 1.0
     if args.smoke:
         args.runs = 1
-    if not os.path.exists(args.haul):
-        log("building haul (release)")
-        subprocess.run(["cargo", "build", "--release", "-p", "haul-cli"], cwd=ROOT, check=True)
+    if not (os.path.exists(args.haul) and os.path.exists(args.probe)):
+        log("building haul and s3probe (release)")
+        subprocess.run(["cargo", "build", "--release", "-p", "haul-cli", "-p", "haul-benches",
+                        "--bin", "haul", "--bin", "s3probe"], cwd=ROOT, check=True)
     b = Bench(args)
     try:
         b.start()
