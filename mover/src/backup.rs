@@ -451,6 +451,41 @@ mod tests {
         }
     }
 
+    /// A first backup into a repository without chunks asks about none of
+    /// them: one look at `chunks/` instead of a HEAD per chunk. A repository
+    /// that holds chunks is still asked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_empty_repository_is_not_asked_about_each_chunk() {
+        let cfg = StoreConfig::default();
+        let open = |name: &str| {
+            cfg.open(&StoreUrl::parse(&format!("memory://{name}")).unwrap(), true)
+                .unwrap()
+        };
+        let src = open("fresh-src");
+        for i in 0..20u32 {
+            src.store
+                .put(
+                    &src.path(&format!("k/{i:04}")),
+                    PutPayload::from(i.to_le_bytes().repeat(50 + i as usize)),
+                )
+                .await
+                .unwrap();
+        }
+        let repo = Repository::init(open("fresh-repo"), Engine::new(Limits::default()))
+            .await
+            .unwrap();
+        let first = backup(&repo, &src, None).await.unwrap();
+        assert!(first.stats.chunks_uploaded >= 20, "{:?}", first.stats);
+        assert_eq!(repo.heads.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        let again = Repository::open(repo.loc.clone(), Engine::new(Limits::default()))
+            .await
+            .unwrap();
+        let second = backup(&again, &src, None).await.unwrap();
+        assert_eq!(second.stats.chunks_uploaded, 0, "{:?}", second.stats);
+        assert!(again.heads.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    }
+
     /// Regression: an incremental backup of a few segments' worth of objects
     /// hung forever. The segment writer waited for a CPU permit that parent
     /// segment reads held while no one polled them. Work that holds permits

@@ -37,8 +37,13 @@ pub struct RepoInner {
     /// Set once the whole `chunks/` listing is merged into `known`: after
     /// `Limits::head_checks` HEADs, one listing costs less than more HEADs.
     listed: OnceCell<()>,
+    /// Set by the first chunk check, which looks at the top of `chunks/`
+    /// once: in a repository that holds no chunk yet, nothing needs checking
+    /// (`listed` is set at once), so a first backup makes one request here
+    /// instead of a HEAD per chunk.
+    looked: OnceCell<()>,
     /// HEAD requests made so far to check for a chunk.
-    heads: AtomicUsize,
+    pub(crate) heads: AtomicUsize,
     /// About how many chunks the repository holds, when a caller knows
     /// (see [`Repository::expect_chunks`]).
     expected_chunks: AtomicUsize,
@@ -142,6 +147,7 @@ impl Repository {
             engine,
             known: Mutex::default(),
             listed: OnceCell::new(),
+            looked: OnceCell::new(),
             heads: AtomicUsize::new(0),
             expected_chunks: AtomicUsize::new(0),
         })))
@@ -174,13 +180,23 @@ impl Repository {
         self.expected_chunks.fetch_max(n, Ordering::Relaxed);
     }
 
-    /// Does the repository hold chunk `id` (at `path`)? A HEAD request for
-    /// the first `head_checks` chunks asked about, then one listing of
-    /// every chunk.
+    /// Does the repository hold chunk `id` (at `path`)? Nothing to ask in a
+    /// repository that held no chunk when first looked at; otherwise a HEAD
+    /// request for the first `head_checks` chunks asked about, then one
+    /// listing of every chunk.
     async fn has_chunk(&self, id: &ChunkId, path: &object_store::path::Path) -> Result<bool> {
         if self.known_chunks().contains(id) {
             return Ok(true);
         }
+        self.looked
+            .get_or_try_init(|| async {
+                if self.chunk_folders().await?.is_empty() {
+                    // Already set only if another task listed everything.
+                    let _ = self.listed.set(());
+                }
+                Ok::<_, MoverError>(())
+            })
+            .await?;
         if self.listed.get().is_some() {
             return Ok(false);
         }
@@ -210,13 +226,7 @@ impl Repository {
     /// Every chunk in the repository, listed one `chunks/xx/` folder at a time
     /// with several listings in flight.
     pub async fn list_chunks(&self) -> Result<HashSet<ChunkId>> {
-        let dir = self.loc.child(CHUNKS_DIR);
-        let top = match self.loc.store.list_with_delimiter(Some(&dir.prefix)).await {
-            Ok(t) => t.common_prefixes,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(MoverError::store("list chunks of", &self.loc.url, e)),
-        };
-        let sets: Vec<Vec<ChunkId>> = stream::iter(top)
+        let sets: Vec<Vec<ChunkId>> = stream::iter(self.chunk_folders().await?)
             .map(|p| async move {
                 let _r = self.engine.request().await;
                 let metas: Vec<_> = self
@@ -237,6 +247,17 @@ impl Repository {
             .try_collect()
             .await?;
         Ok(sets.into_iter().flatten().collect())
+    }
+
+    /// The `chunks/xx/` folders that hold chunks, from one listing.
+    async fn chunk_folders(&self) -> Result<Vec<object_store::path::Path>> {
+        let dir = self.loc.child(CHUNKS_DIR);
+        let _r = self.engine.request().await;
+        match self.loc.store.list_with_delimiter(Some(&dir.prefix)).await {
+            Ok(t) => Ok(t.common_prefixes),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(MoverError::store("list chunks of", &self.loc.url, e)),
+        }
     }
 
     /// Stores an encoded chunk unless the repository has it. Returns whether
