@@ -210,10 +210,7 @@ class Bench:
         the raw copy probe (the server's measured copy ceiling)."""
         haul_runs, rclone_runs, raw_runs = [], [], []
         for _ in range(self.args.runs):
-            repo = self.bucket("repo")
-            self.run(self.haul("init", f"s3://{repo}"))
-            haul_runs.append(self.timed(self.haul("backup", "--source", f"s3://{src_bucket}", "--repo", f"s3://{repo}")))
-            self.drop(repo)
+            haul_runs.append(self.haul_full(f"s3://{src_bucket}"))
             dst = self.bucket("rc")
             rclone_runs.append(self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}")))
             self.drop(dst)
@@ -226,6 +223,14 @@ class Bench:
             self.record(scenario, "full backup vs the raw copy (measured ceiling)", haul_runs, raw_runs, nbytes,
                         b="raw copy")
 
+    def haul_full(self, source):
+        """One timed full backup of `source` into a fresh repository."""
+        repo = self.bucket("repo")
+        self.run(self.haul("init", f"s3://{repo}"))
+        r = self.timed(self.haul("backup", "--source", source, "--repo", f"s3://{repo}"))
+        self.drop(repo)
+        return r
+
     def probe(self, what, src, dst):
         """A timed s3probe run; its wall time is the probe's own (an upload
         reads its files into memory before the clock starts)."""
@@ -237,10 +242,7 @@ class Bench:
         files: the server's upload ceiling, with no source bucket to serve."""
         haul_runs, raw_runs = [], []
         for _ in range(self.args.runs):
-            repo = self.bucket("repo")
-            self.run(self.haul("init", f"s3://{repo}"))
-            haul_runs.append(self.timed(self.haul("backup", "--source", f"file://{local}", "--repo", f"s3://{repo}")))
-            self.drop(repo)
+            haul_runs.append(self.haul_full(f"file://{local}"))
             dst = self.bucket("up")
             raw_runs.append(self.probe("upload", local, dst))
             self.drop(dst)
