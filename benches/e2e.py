@@ -193,8 +193,9 @@ class Bench:
 
     # -------------------------------------------------------- scenarios ----
     def ceiling(self, scenario, nbytes):
-        """The server's ceiling for the last row: its CPU seconds spread over
-        every core, the time a client using no CPU could not beat."""
+        """The zero-client-CPU bound of the scenario's rclone row: the server's
+        CPU seconds spread over every core, the time a client using no CPU
+        could not beat."""
         last = next(r for r in reversed(self.results) if r["scenario"] == scenario and r.get("b") == "rclone")
         cores = os.cpu_count()
         for tool in ("a", "b"):

@@ -133,6 +133,7 @@ async fn upload(dir: &str, to: &str, parallel: usize) -> Result<(), Error> {
     report("upload", files.len(), bytes, t0.elapsed().as_secs_f64());
     Ok(())
 }
+
 /// Lists once in one lane, then again in `lanes` key ranges at once (cut at
 /// the first listing's quantiles, each lane from `start-after`).
 async fn list(at: &str, lanes: usize) -> Result<(), Error> {

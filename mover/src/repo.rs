@@ -38,9 +38,10 @@ pub struct RepoInner {
     /// `Limits::head_checks` HEADs, one listing costs less than more HEADs.
     listed: OnceCell<()>,
     /// Set by the first chunk check, which looks at the top of `chunks/`
-    /// once: in a repository that holds no chunk yet, nothing needs checking
-    /// (`listed` is set at once), so a first backup makes one request here
-    /// instead of a HEAD per chunk.
+    /// once (unless a parent snapshot already says there are chunks): in a
+    /// repository that holds no chunk yet, nothing needs checking (`listed`
+    /// is set at once), so a first backup makes one request here instead of
+    /// a HEAD per chunk.
     looked: OnceCell<()>,
     /// HEAD requests made so far to check for a chunk.
     pub(crate) heads: AtomicUsize,
@@ -190,7 +191,9 @@ impl Repository {
         }
         self.looked
             .get_or_try_init(|| async {
-                if self.chunk_folders().await?.is_empty() {
+                // A parent snapshot's chunks say the answer without a request.
+                let known_full = self.expected_chunks.load(Ordering::Relaxed) > 0;
+                if !known_full && self.chunk_folders().await?.is_empty() {
                     // Already set only if another task listed everything.
                     let _ = self.listed.set(());
                 }
