@@ -25,9 +25,11 @@ client moves the bytes faster than in (server CPU seconds / cores).
 Fairness: rclone copies between two remotes with server-side copy disabled
 (`--disable Copy`), so that both tools move every byte through the client,
 as a backup to a separate store must; rclone gets the same parallelism as
-haul (`--transfers 32 --checkers 32`) and `--fast-list`. Incremental rounds
-alternate between `sync --checksum` (ETags from listings, its fastest
-correct mode) and plain `sync` (size + modtime, a HEAD per object).
+haul (`--transfers 32 --checkers 32`) and `--fast-list`. Full backups and
+their ceilings start with one untimed warm-up round, then rotate the order
+of the tools every round (see `rounds`). Incremental rounds alternate
+between `sync --checksum` (ETags from listings, its fastest correct mode)
+and plain `sync` (size + modtime, a HEAD per object).
 """
 
 import argparse
@@ -206,23 +208,46 @@ class Bench:
         # The table reports the floor measured during rclone's runs (the leaner client).
         last["ceiling_s"] = last["b_srv"] / cores
 
+    def rounds(self, tools):
+        """Runs every tool `runs` times; returns each tool's timed runs.
+
+        Fairness: one untimed warm-up round first (the first runs of a fresh
+        server pay for its cold caches and volume allocation), then the order
+        rotates every round, so no tool always runs first, or always right
+        after another one's cleanup."""
+        out = {name: [] for name, _ in tools}
+        warm = 0 if self.args.smoke else 1
+        for i in range(warm + self.args.runs):
+            k = i % len(tools)
+            for name, run in tools[k:] + tools[:k]:
+                r = run()
+                if i >= warm:
+                    out[name].append(r)
+        return out
+
     def full_backup(self, scenario, src_bucket, nbytes, raw=False):
         """haul's full backup against rclone copy; with `raw`, also against
         the raw copy probe (the server's measured copy ceiling)."""
-        haul_runs, rclone_runs, raw_runs = [], [], []
-        for _ in range(self.args.runs):
-            haul_runs.append(self.haul_full(f"s3://{src_bucket}"))
+        def rclone():
             dst = self.bucket("rc")
-            rclone_runs.append(self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}")))
+            r = self.timed(self.rc("copy", f"src:{src_bucket}", f"dst:{dst}"))
             self.drop(dst)
-            if raw:
-                dst = self.bucket("raw")
-                raw_runs.append(self.probe("copy", src_bucket, dst))
-                self.drop(dst)
-        self.record(scenario, "full backup vs rclone copy", haul_runs, rclone_runs, nbytes)
+            return r
+
+        def raw_copy():
+            dst = self.bucket("raw")
+            r = self.probe("copy", src_bucket, dst)
+            self.drop(dst)
+            return r
+
+        tools = [("haul", lambda: self.haul_full(f"s3://{src_bucket}")), ("rclone", rclone)]
         if raw:
-            self.record(scenario, "full backup vs the raw copy (measured ceiling)", haul_runs, raw_runs, nbytes,
-                        b="raw copy")
+            tools.append(("raw", raw_copy))
+        runs = self.rounds(tools)
+        self.record(scenario, "full backup vs rclone copy", runs["haul"], runs["rclone"], nbytes)
+        if raw:
+            self.record(scenario, "full backup vs the raw copy (measured ceiling)", runs["haul"], runs["raw"],
+                        nbytes, b="raw copy")
 
     def haul_full(self, source):
         """One timed full backup of `source` into a fresh repository."""
@@ -241,12 +266,14 @@ class Bench:
     def upload_ceiling(self, local, nbytes):
         """A backup from local files against the raw upload of the same
         files: the server's upload ceiling, with no source bucket to serve."""
-        haul_runs, raw_runs = [], []
-        for _ in range(self.args.runs):
-            haul_runs.append(self.haul_full(f"file://{local}"))
+        def raw_upload():
             dst = self.bucket("up")
-            raw_runs.append(self.probe("upload", local, dst))
+            r = self.probe("upload", local, dst)
             self.drop(dst)
+            return r
+
+        runs = self.rounds([("haul", lambda: self.haul_full(f"file://{local}")), ("raw", raw_upload)])
+        haul_runs, raw_runs = runs["haul"], runs["raw"]
         self.record("cluster-like (local files)", "full backup from local files vs the raw upload (measured ceiling)",
                     haul_runs, raw_runs, nbytes, b="raw upload")
 
