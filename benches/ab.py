@@ -20,7 +20,6 @@ The first round is a warm-up and is not counted.
 """
 
 import os
-import random
 import statistics
 import sys
 
@@ -58,13 +57,7 @@ def main():
     b = e2e.Bench(args)
     b.start()
     try:
-        rnd, sizes = random.Random(1), []
-        while sum(sizes) < args.scale * 2048 * e2e.MIB:
-            sizes.append(rnd.randrange(1 * e2e.MIB, 20 * e2e.MIB))
-        local = b.make_dir("cluster", sizes)
-        src = "src-cluster"
-        b.run([b.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
-        b.upload(local, src)
+        local, src, _ = b.cluster_data()
         source = f"file://{local}" if local_src else f"s3://{src}"
         res = {name: [] for name, _, _ in variants}
         base = dict(b.env)

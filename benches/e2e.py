@@ -277,7 +277,9 @@ class Bench:
         self.record("cluster-like (local files)", "full backup from local files vs the raw upload (measured ceiling)",
                     haul_runs, raw_runs, nbytes, b="raw upload")
 
-    def cluster_like(self):
+    def cluster_data(self):
+        """The cluster-like data set (~2 GiB of 1-20 MB objects at full
+        scale), as local files and in the source bucket: (dir, bucket, sizes)."""
         total = self.args.scale * 2048 * MIB
         rnd = random.Random(1)
         sizes = []
@@ -287,6 +289,10 @@ class Bench:
         src = "src-cluster"
         self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
         self.upload(local, src)
+        return local, src, sizes
+
+    def cluster_like(self):
+        local, src, sizes = self.cluster_data()
         self.full_backup("cluster-like", src, sum(sizes), raw=True)
         self.ceiling("cluster-like", sum(sizes))
         self.upload_ceiling(local, sum(sizes))
