@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::commands::CliError;
+use crate::error::CliError;
 
 /// `[cluster]`: what `haul backup` backs up.
 #[derive(Debug, Default, Deserialize)]

@@ -8,12 +8,23 @@
 //! | 2 | bad usage (unknown flag, missing argument) |
 //! | 3 | the data is damaged: `verify` found problems, a restore skipped damaged objects, or restored row counts differ from the snapshot's |
 //! | 4 | the cluster could not be resumed after a paused backup: run the commands printed |
-//! | 130, 143 | interrupted by SIGINT, SIGTERM (a paused cluster was resumed first) |
+//! | 129, 130, 131, 143 | interrupted by SIGHUP, SIGINT, SIGQUIT, SIGTERM (a paused cluster was resumed first) |
+//!
+//! ```text
+//! main: signals ─▶ Cancel ┐
+//!       args ─▶ context (validated) ─▶ commands ─▶ haul-snapshot / haul-mover / haul-helm
+//!       events ◀─ procedures (printed on stderr) ┘      error ─▶ message, hint, exit code
+//! ```
 
+// Doc comments there are `--help` text, where `[[store]]` means a TOML section.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
 mod args;
 mod commands;
 mod config;
+mod context;
+mod error;
 mod output;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -21,9 +32,6 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::args::Cli;
-
-/// Exit code for damaged data (see the crate doc).
-pub const EXIT_DAMAGED: u8 = 3;
 
 /// Caps glibc's malloc at one arena. glibc gives threads that contend for
 /// the allocator arenas of their own, up to eight per core, and memory freed
@@ -76,14 +84,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(commands::Outcome::Done) => ExitCode::SUCCESS,
-        Ok(commands::Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
+    let result = runtime.block_on(async {
+        let cancel = signals::install()?;
+        let ctx = context::Context::new(&cli.global, cancel, &output::PrintEvents)?;
+        commands::run(cli, ctx).await
+    });
+    match result {
+        Ok(error::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(error::Outcome::Damaged) => ExitCode::from(error::EXIT_DAMAGED),
         Err(e) => {
-            eprintln!("error: {}", e.chain());
-            if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
-            }
+            output::say_error(&e.chain(), e.hint().as_deref());
             ExitCode::from(e.exit_code())
         }
     }

@@ -30,6 +30,27 @@ pub fn emit<T: Serialize>(
     let _ = r;
 }
 
+/// Prints a procedure's events on stderr as `haul: ...`, also with `--json`
+/// (a paused cluster concerns whoever is watching). A closed stderr (the
+/// terminal went away) must not stop the command: write errors are ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct PrintEvents;
+
+impl haul_snapshot::EventSink for PrintEvents {
+    fn emit(&self, event: haul_snapshot::Event) {
+        let _ = writeln!(std::io::stderr(), "haul: {event}");
+    }
+}
+
+/// Prints a failed command's error and hint on stderr (write errors ignored).
+pub fn say_error(chain: &str, hint: Option<&str>) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {chain}");
+    if let Some(h) = hint {
+        let _ = writeln!(err, "hint: {h}");
+    }
+}
+
 /// Draws the engine's progress counters while a command runs.
 #[derive(Debug)]
 pub struct ProgressView {

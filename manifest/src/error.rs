@@ -1,4 +1,4 @@
-use crate::ChunkId;
+use crate::id::ChunkId;
 
 /// Why bytes read from a repository are not what the format says they should be.
 #[derive(Debug, thiserror::Error)]

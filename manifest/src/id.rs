@@ -3,7 +3,14 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::FormatError;
+/// Text that is not an id of the kind expected (the same message a
+/// repository's `Invalid` error gives).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not valid: {reason}")]
+pub struct InvalidId {
+    pub text: String,
+    pub reason: String,
+}
 
 /// The name of a chunk: the blake3 hash of its plaintext.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,11 +51,11 @@ impl fmt::Debug for ChunkId {
 }
 
 impl FromStr for ChunkId {
-    type Err = FormatError;
+    type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).map_err(|e| FormatError::Invalid {
-            what: s.to_owned(),
+        hex::decode_to_slice(s, &mut out).map_err(|e| InvalidId {
+            text: s.to_owned(),
             reason: format!("not a chunk id (64 hex digits): {e}"),
         })?;
         Ok(Self(out))
@@ -94,11 +101,11 @@ macro_rules! hex_id {
         }
 
         impl FromStr for $name {
-            type Err = FormatError;
+            type Err = InvalidId;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let mut out = [0u8; $len];
-                hex::decode_to_slice(s, &mut out).map_err(|_| FormatError::Invalid {
-                    what: s.to_owned(),
+                hex::decode_to_slice(s, &mut out).map_err(|_| InvalidId {
+                    text: s.to_owned(),
                     reason: format!("expected {} hex digits", 2 * $len),
                 })?;
                 Ok(Self(out))

@@ -62,15 +62,17 @@ pub mod diff;
 mod error;
 mod id;
 mod model;
+mod run;
 pub mod segment;
 pub mod tree;
 
 pub use error::FormatError;
-pub use id::{ChunkId, RepoId, SnapshotId};
+pub use id::{ChunkId, InvalidId, RepoId, SnapshotId};
 pub use model::{
-    BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, GlobalsRecord, ObjectEntry, Phase,
-    RepoConfig, RunRecord, SegmentRef, Snapshot, TargetState,
+    BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, GlobalsRecord, ObjectEntry,
+    RepoConfig, SegmentRef, Snapshot, TargetState,
 };
+pub use run::{Phase, PhaseKind, RunKind, RunRecord, RunStats};
 
 /// Path of the repository's configuration file, relative to the repository prefix.
 pub const REPO_CONFIG_PATH: &str = "haul-repo.json";

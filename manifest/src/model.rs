@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::run::Phase;
+
 use crate::{ChunkId, FormatError, RepoId, SnapshotId, tree};
 
 /// The repository format version this crate writes and reads.
@@ -260,38 +262,6 @@ pub struct GlobalsRecord {
     pub hash: ChunkId,
 }
 
-/// The timing of one phase of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Phase {
-    pub name: String,
-    pub seconds: f64,
-    #[serde(default)]
-    pub objects: u64,
-    #[serde(default)]
-    pub bytes: u64,
-    /// Objects listed (the bucket's size in objects when the phase lists
-    /// it; what a prediction scales listing time by). Zero otherwise.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub listed: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-impl Phase {
-    /// A phase that took `seconds` and moved nothing.
-    pub fn timed(name: impl Into<String>, seconds: f64) -> Self {
-        Self {
-            name: name.into(),
-            seconds,
-            objects: 0,
-            bytes: 0,
-            listed: 0,
-        }
-    }
-}
-
 /// `snapshots/<id>.json`: the root of a backup. Written last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -344,20 +314,6 @@ impl Snapshot {
     pub fn bytes(&self) -> u64 {
         self.bucket.as_ref().map_or(0, |b| b.bytes)
     }
-}
-
-/// `runs/…json`: what one backup or restore did and how long each phase took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// `backup` or `restore`.
-    pub kind: String,
-    pub snapshot: SnapshotId,
-    pub started: DateTime<Utc>,
-    pub seconds: f64,
-    pub phases: Vec<Phase>,
-    /// Counters, as the command's JSON output reports them.
-    #[serde(default)]
-    pub stats: BTreeMap<String, f64>,
 }
 
 /// `targets/<hash>.json`: the objects haul wrote to (or found identical in) a

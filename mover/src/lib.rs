@@ -2,24 +2,26 @@
 //! repository with bounded concurrency and bounded memory.
 //!
 //! ```text
-//!            haul-cli ──▶ haul-snapshot (the procedure) ──▶ haul-mover (this crate)
-//!                                                              │ formats from haul-manifest
-//!   location  URL + settings ─▶ Arc<dyn ObjectStore> + prefix (S3, GCS, Azure, file, memory)
-//!   listing   sorted, streamed listings of any store
-//!   merge     merge-join of sorted streams (listing × manifest)
-//!   repo      the repository: chunks (written once), segments, snapshots, runs
-//!   backup    source listing × parent manifest ─▶ read only what changed ─▶ chunks + segments
-//!   restore   snapshot × target listing ─▶ plan ─▶ copy only missing/different (verified)
-//!   verify    every referenced chunk exists / reads back with the right hash
-//!   engine    budgets: requests in flight, bytes in memory, CPU workers; progress counters
-//!   limits    every tunable, with its default and why
+//!   haul-cli ──▶ haul-snapshot (the procedures) ──▶ haul-mover (this crate)
+//!                      └─▶ haul-pg (dumps) ──────────────▲   │ formats from haul-manifest
+//!
+//!   limits          every tunable, with its default and why
+//!   engine          budgets: requests in flight, bytes in memory, CPU workers; progress counters
+//!   location        URL + settings ─▶ Arc<dyn ObjectStore> + prefix (S3, GCS, Azure, file, memory)
+//!   listing         sorted, streamed listings of any store
+//!   merge           merge-join of sorted streams (listing × manifest)
+//!   repo            the repository: chunks (written once), segments, snapshots, runs
+//!   bucket_backup   source listing × parent manifest ─▶ read only what changed ─▶ chunks + segments
+//!   bucket_restore  snapshot × target listing ─▶ plan ─▶ copy only missing/different (verified)
+//!   verify          every referenced chunk exists / reads back with the right hash
 //! ```
 //!
 //! Async tasks do I/O; blake3 and zstd run on blocking threads through
 //! [`Engine::cpu`]. Every stage is bounded by [`Limits`]: a fixed number of
 //! requests in flight, a budget of bytes in memory, a window of objects.
 
-pub mod backup;
+pub mod bucket_backup;
+pub mod bucket_restore;
 mod engine;
 mod error;
 mod limits;
@@ -27,11 +29,10 @@ pub mod listing;
 pub mod location;
 pub mod merge;
 mod repo;
-pub mod restore;
 pub mod verify;
 
 pub use engine::{Engine, Progress};
 pub use error::{MoverError, Result, error_chain};
 pub use limits::Limits;
 pub use location::{Location, Scheme, StoreConfig, StoreUrl};
-pub use repo::{RepoInner, Repository, SegmentSink, new_snapshot_id, spawned};
+pub use repo::{Repository, SegmentSink, new_snapshot_id, spawned};

@@ -10,8 +10,8 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesOrdered, StreamExt, TryStreamExt};
 use haul_manifest::segment::{self, SegmentWriter};
 use haul_manifest::{
-    CHUNKS_DIR, ChunkId, ObjectEntry, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunRecord,
-    SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
+    CHUNKS_DIR, ChunkId, ObjectEntry, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunKind,
+    RunRecord, SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
 };
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::OnceCell;
@@ -24,12 +24,17 @@ use crate::{Engine, Location, MoverError, Result, listing};
 #[derive(Debug, Clone)]
 pub struct Repository(Arc<RepoInner>);
 
-/// What a repository handle shares.
+/// What a repository handle shares. Its fields are the engine's own (the
+/// type is not exported): other crates see a repository through
+/// [`Repository`]'s methods.
 #[derive(Debug)]
 pub struct RepoInner {
-    pub loc: Location,
-    pub config: RepoConfig,
-    pub engine: Engine,
+    /// Where the repository lives (store and prefix).
+    pub(crate) loc: Location,
+    /// `haul-repo.json`: chunk sizes and codec settings every write follows.
+    pub(crate) config: RepoConfig,
+    /// The budgets (requests, memory, CPU) all of this repository's transfers share.
+    pub(crate) engine: Engine,
     /// Chunks known to exist: found by a HEAD or written by this process,
     /// and, once `listed`, every chunk of the repository. A chunk that
     /// exists is never uploaded again.
@@ -156,6 +161,21 @@ impl Repository {
 
     pub fn url(&self) -> String {
         self.loc.url.to_string()
+    }
+
+    /// The store URL of the repository (to check it against sources and targets).
+    pub fn store_url(&self) -> &crate::StoreUrl {
+        &self.loc.url
+    }
+
+    /// `haul-repo.json`: the settings every chunk of this repository follows.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// The budgets and progress counters this repository's transfers share.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     fn corrupt(&self, what: String, source: haul_manifest::FormatError) -> MoverError {
@@ -481,7 +501,7 @@ impl Repository {
         let name = format!(
             "{RUNS_DIR}/{}-{}-{}.json",
             run.started.format("%Y%m%dT%H%M%SZ"),
-            run.kind,
+            run.kind.as_str(),
             run.snapshot
         );
         let json = serde_json::to_vec_pretty(run).expect("run serializes");
@@ -493,11 +513,10 @@ impl Repository {
         Ok(())
     }
 
-    /// The newest `limit` run records of `kind` ("backup", "restore"), oldest
-    /// first. Records that cannot be read are skipped with a warning: they
-    /// only feed predictions.
-    pub async fn runs(&self, kind: &str, limit: usize) -> Result<Vec<RunRecord>> {
-        let suffix = format!("-{kind}-");
+    /// The newest `limit` run records of `kind`, oldest first. Records that
+    /// cannot be read are skipped with a warning: they only feed predictions.
+    pub async fn runs(&self, kind: RunKind, limit: usize) -> Result<Vec<RunRecord>> {
+        let suffix = format!("-{}-", kind.as_str());
         let mut names = self.json_names(RUNS_DIR, "list run records of").await?;
         names.retain(|n| n.contains(&suffix));
         // Names start with the UTC start time, so they sort by time.

@@ -6,7 +6,7 @@
 //! and the phase `commit` sleep 30 s first. Compiled into debug builds only:
 //! a release binary ignores the variable.
 
-use crate::{Result, SnapshotError};
+use crate::error::{Result, SnapshotError};
 
 /// The variable naming the failpoints to trigger.
 pub const FAILPOINTS_ENV: &str = "HAUL_FAILPOINTS";

@@ -1,13 +1,19 @@
-//! haul's procedures: a snapshot of a whole application and its restore.
+//! haul's procedures, and only them: a snapshot of a whole application
+//! (bucket, databases, Helm values) and its restore.
 //!
 //! ```text
-//! haul-cli ──▶ haul-snapshot ──▶ haul-mover (bucket backup/restore, repository)
-//!                  │               └─▶ haul-manifest (formats)
-//!                  ├─ backup:  check databases ─▶ bucket delta ∥ pg_dumps ─▶ commit root (last) ─▶ run record
-//!                  ├─ cluster: check ─▶ pre-copy rounds (live) ─▶ pause ─▶ final delta ∥ pg_dumps ─▶ commit ─▶ resume
-//!                  │           (pause: the guard; predict: rounds and downtime from the run history)
-//!                  ├─ restore: snapshot ─▶ plan (printed) ─▶ execute (bucket ∥ databases) ─▶ run record
-//!                  └─ db:      PostgreSQL: connections, pg_dump/pg_restore streams, row counts
+//! haul-cli ──▶ haul-snapshot (this crate) ──▶ haul-pg    (PostgreSQL: dumps in, restores out)
+//!                                        ──▶ haul-mover (bucket backup/restore, the repository)
+//!                                              └─▶ haul-manifest (formats, phases, run records)
+//!
+//! cancel, events   what the binary passes in: a cancellation with its reason, a sink for
+//!                  what the operator must see (this crate never prints, never owns signals)
+//! pause            the cluster's pause control: spec ◀─ runner ◀─ guard ◀─ kubectl │ pachctl
+//! predict          rounds and downtime from the run history
+//! runs             run records: written after each run, read for predictions
+//! backup           check ─▶ (pre-copy rounds, live) ─▶ (pause) ─▶ bucket delta ∥ pg_dumps
+//!                  ─▶ commit root (last) ─▶ (resume) ─▶ run record
+//! restore          snapshot ─▶ plan (printed) ─▶ execute (roles, then bucket ∥ databases) ─▶ run record
 //! ```
 //!
 //! A snapshot root is written only after everything it names is stored, so
@@ -15,36 +21,17 @@
 //! the next backup reuses.
 
 pub mod backup;
-mod cluster;
-pub mod db;
+mod cancel;
 mod error;
+pub mod events;
 pub mod failpoint;
-pub mod helm;
 pub mod pause;
 pub mod predict;
 pub mod restore;
+pub mod runs;
+mod units;
 
-pub use error::SnapshotError;
-
-pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
-
-/// `haul 0.1.0`: recorded in every snapshot.
-pub fn tool_version() -> String {
-    format!("haul {}", env!("CARGO_PKG_VERSION"))
-}
-
-/// `1.5 GiB`: sizes in messages.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use cancel::Cancel;
+pub use error::{Result, SnapshotError};
+pub use events::{Event, EventSink};
+pub use units::human_bytes;

@@ -14,7 +14,7 @@
 //! copies what changed during the previous one, so with `r·b < 1` they
 //! converge towards `r·a·listed / (1 - r·b)` bytes.
 
-use haul_manifest::{Phase, RunRecord};
+use haul_manifest::{PhaseKind, RunRecord};
 use serde::Serialize;
 
 /// Seconds per listed object when no history says better (S3 lists about
@@ -55,20 +55,15 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(v[v.len() / 2])
 }
 
-/// A bucket pass: a phase that listed the bucket.
-fn is_pass(p: &Phase) -> bool {
-    p.listed > 0 && (p.name == "copy" || p.name == "final-copy" || p.name.starts_with("precopy"))
-}
-
 impl Model {
     /// Learns from past backups (oldest first); `pausing` says whether the
     /// coming run pauses a cluster (for the default pause cost).
     pub fn from_history(runs: &[RunRecord], pausing: bool) -> Self {
         let phases = || runs.iter().flat_map(|r| r.phases.iter());
-        let seconds_of = |name: &str| {
+        let seconds_of = |kind: PhaseKind| {
             median(
                 phases()
-                    .filter(|p| p.name == name)
+                    .filter(|p| p.name == kind)
                     .map(|p| p.seconds)
                     .collect(),
             )
@@ -78,26 +73,23 @@ impl Model {
             per_object_s: DEFAULT_PER_OBJECT,
             per_byte_s: DEFAULT_PER_BYTE,
             pause_s: if pausing {
-                seconds_of("pause").unwrap_or(default_pause)
+                seconds_of(PhaseKind::Pause).unwrap_or(default_pause)
             } else {
                 0.0
             },
             resume_s: if pausing {
-                seconds_of("resume").unwrap_or(0.0)
+                seconds_of(PhaseKind::Resume).unwrap_or(0.0)
             } else {
                 0.0
             },
-            commit_s: seconds_of("commit").unwrap_or(0.0),
-            dump_s: seconds_of("dump").unwrap_or(0.0),
-            change_bps: median(
-                runs.iter()
-                    .filter_map(|r| r.stats.get("change_bps").copied())
-                    .collect(),
-            ),
+            commit_s: seconds_of(PhaseKind::Commit).unwrap_or(0.0),
+            dump_s: seconds_of(PhaseKind::Dump).unwrap_or(0.0),
+            change_bps: median(runs.iter().filter_map(|r| r.stats.change_bps).collect()),
             samples: 0,
             passes: Vec::new(),
         };
-        for p in phases().filter(|p| is_pass(p)) {
+        // A bucket pass that listed the bucket prices listing and copying.
+        for p in phases().filter(|p| p.listed > 0 && p.name.is_bucket_pass()) {
             m.passes.push((p.listed as f64, p.bytes as f64, p.seconds));
         }
         m.fit();
@@ -252,7 +244,7 @@ pub fn decide(model: &Model, rounds: &[Round], budget: Option<f64>, max_rounds: 
 fn give_up(rounds: &[Round], predicted: f64, budget: Option<f64>, why: &str) -> Next {
     let deltas: Vec<String> = rounds
         .iter()
-        .map(|r| crate::human_bytes(r.bytes_read))
+        .map(|r| crate::units::human_bytes(r.bytes_read))
         .collect();
     Next::GiveUp(format!(
         "after {} pre-copy round(s) the paused phase is predicted at {:.1}s, over the {:.1}s allowed ({why}; bytes changed per round: {})",
@@ -337,11 +329,13 @@ pub fn forecast(
 
 #[cfg(test)]
 mod tests {
+    use haul_manifest::{Phase, RunKind, RunStats};
+
     use super::*;
 
     fn pass(name: &str, listed: u64, bytes: u64, seconds: f64) -> Phase {
         Phase {
-            name: name.into(),
+            name: name.parse().unwrap(),
             seconds,
             objects: 0,
             bytes,
@@ -351,15 +345,15 @@ mod tests {
 
     fn run(phases: Vec<Phase>, change_bps: Option<f64>) -> RunRecord {
         RunRecord {
-            kind: "backup".into(),
+            kind: RunKind::Backup,
             snapshot: "0123456789abcdef".parse().expect("id"),
             started: chrono::Utc::now(),
             seconds: phases.iter().map(|p| p.seconds).sum(),
             phases,
-            stats: change_bps
-                .map(|r| ("change_bps".to_owned(), r))
-                .into_iter()
-                .collect(),
+            stats: RunStats {
+                change_bps,
+                ..RunStats::default()
+            },
         }
     }
 

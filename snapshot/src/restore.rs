@@ -2,19 +2,19 @@
 //! the plan, then execute: roles first (the databases' owners), then the
 //! bucket and the databases at once.
 
-use std::time::Instant;
-
 use chrono::Utc;
-use haul_manifest::{Phase, Snapshot, SnapshotId};
-use haul_mover::restore::{Restore, RestoreOptions, RestorePlan, RestoreStats};
+use haul_manifest::{Phase, PhaseKind, RunKind, RunStats, Snapshot, SnapshotId};
+use haul_mover::bucket_restore::{Restore, RestoreOptions, RestorePlan, RestoreStats};
 use haul_mover::{Location, Repository};
 use serde::Serialize;
+use tokio::time::Instant;
 
-use crate::backup::record;
-use crate::db::globals::{self, GlobalsRestoreReport, GlobalsTarget};
-use crate::db::restore::{self as db_restore, PlannedDb};
-use crate::db::{DbLimits, DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget, PgConn};
-use crate::{Result, SnapshotError};
+use crate::cancel::Cancel;
+use crate::error::{Result, SnapshotError};
+use crate::runs;
+use haul_pg::globals::{self, GlobalsRestoreReport, GlobalsTarget};
+use haul_pg::reload::{self, PlannedDb};
+use haul_pg::{DbLimits, DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget, PgConn};
 
 /// What to restore, and where.
 #[derive(Debug, Default)]
@@ -90,7 +90,7 @@ impl<'a> RestoreJob<'a> {
                 snapshot: snapshot.id.to_string(),
             });
         }
-        let databases = db_restore::plan(snapshot, &req.databases, req.db_options).await?;
+        let databases = reload::plan(snapshot, &req.databases, req.db_options).await?;
         let globals = match req.globals {
             Some(c) => Some(globals::plan_restore(c).await?),
             None => None,
@@ -136,8 +136,16 @@ impl<'a> RestoreJob<'a> {
         self.bucket.as_ref().map(|b| b.url.as_str())
     }
 
-    /// Carries the plan out.
-    pub async fn execute(self, opts: &RestoreOptions) -> Result<RestoreReport> {
+    /// Carries the plan out; stops (with whatever was written so far left
+    /// in place, and no run record) when `cancel` fires.
+    pub async fn execute(self, opts: &RestoreOptions, cancel: &Cancel) -> Result<RestoreReport> {
+        tokio::select! {
+            r = self.run(opts) => r,
+            signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
+        }
+    }
+
+    async fn run(self, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Utc::now();
         let t0 = Instant::now();
         let repo = self.repo;
@@ -163,20 +171,20 @@ impl<'a> RestoreJob<'a> {
                 .map(|d| d.execute(repo, self.db_options, &self.db_limits)),
         );
         let (stats, dbs) = tokio::join!(copy_bucket, restore_dbs);
-        let databases = dbs.into_iter().collect::<Result<Vec<_>>>()?;
+        let databases = dbs.into_iter().collect::<Result<Vec<_>, _>>()?;
         let stats = stats?;
 
-        let mut phases = vec![Phase::timed("plan", self.plan_seconds)];
+        let mut phases = vec![Phase::timed(PhaseKind::Plan, self.plan_seconds)];
         if let Some(g) = &globals {
             phases.push(Phase {
                 bytes: g.bytes,
-                ..Phase::timed("roles", roles_seconds)
+                ..Phase::timed(PhaseKind::Roles, roles_seconds)
             });
         }
         phases.push(Phase {
             objects: stats.objects_copied,
             bytes: stats.bytes_copied + databases.iter().map(|d| d.bytes).sum::<u64>(),
-            ..Phase::timed("copy", t_copy.elapsed().as_secs_f64())
+            ..Phase::timed(PhaseKind::Copy, t_copy.elapsed().as_secs_f64())
         });
         let duration_s = self.plan_seconds + t0.elapsed().as_secs_f64();
         let report = RestoreReport {
@@ -189,14 +197,14 @@ impl<'a> RestoreJob<'a> {
             duration_s,
             phases,
         };
-        record(
+        runs::record(
             self.repo,
-            "restore",
+            RunKind::Restore,
             self.snapshot.id,
             started,
             duration_s,
             &report.phases,
-            &report.stats,
+            RunStats::default(),
         )
         .await;
         Ok(report)

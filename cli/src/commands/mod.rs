@@ -1,195 +1,38 @@
 //! One function per command: validated inputs in, a printed result out.
 //! The two long ones, with their databases, have their own modules.
 
-mod backup;
-mod restore;
+mod backup_cmd;
+mod restore_cmd;
+
+use std::future::Future;
 
 use haul_manifest::Snapshot;
-use haul_mover::{
-    Engine, Limits, Location, MoverError, Repository, StoreConfig, StoreUrl, error_chain,
-};
+use haul_mover::Repository;
 use haul_snapshot::SnapshotError;
-use haul_snapshot::db::PgConn;
-use haul_snapshot::db::conn::redact_url;
 use serde::Serialize;
 
-use crate::args::{Cli, Command, Global, RepoArg};
-use crate::config::{FileConfig, merge_databases};
+use crate::args::{Cli, Command};
+use crate::config::merge_databases;
+use crate::context::Context;
+use crate::error::{Outcome, Result};
 use crate::output::{ProgressView, bytes, emit};
 
-/// How a command ended when it did not fail outright.
-#[derive(Debug)]
-pub enum Outcome {
-    Done,
-    /// It ran to the end but found damaged data.
-    Damaged,
-}
-
-/// Any error of a command.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    #[error(transparent)]
-    Mover(#[from] MoverError),
-    #[error("{0}")]
-    Usage(String),
-}
-
-impl CliError {
-    pub fn chain(&self) -> String {
-        error_chain(self)
-    }
-
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            Self::Snapshot(e) => e.hint(),
-            Self::Mover(e) => e.hint(),
-            Self::Usage(_) => Some("see `haul --help`".into()),
-        }
-    }
-
-    /// The exit code (see main's doc).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Snapshot(SnapshotError::ResumeFailed { .. }) => 4,
-            Self::Snapshot(SnapshotError::Interrupted { signal }) => {
-                if *signal == "SIGINT" {
-                    130
-                } else {
-                    143
-                }
-            }
-            _ if self.is_damage() => crate::EXIT_DAMAGED,
-            _ => 1,
-        }
-    }
-
-    pub fn is_damage(&self) -> bool {
-        let m = match self {
-            Self::Snapshot(SnapshotError::Mover(m)) | Self::Mover(m) => m,
-            _ => return false,
-        };
-        matches!(
-            m,
-            MoverError::Corrupt { .. } | MoverError::ObjectsFailed { .. }
-        )
+/// Runs `work` unless cancelled first. For commands that hold nothing to
+/// undo: dropping their work is a clean stop (a multipart upload in flight
+/// aborts itself).
+async fn interruptible(
+    ctx: &Context,
+    work: impl Future<Output = Result<Outcome>>,
+) -> Result<Outcome> {
+    tokio::select! {
+        r = work => r,
+        signal = ctx.cancel.cancelled() => Err(SnapshotError::Interrupted { signal }.into()),
     }
 }
 
-type Result<T> = std::result::Result<T, CliError>;
-
-/// Everything a command needs, validated.
-struct Context {
-    json: bool,
-    progress: bool,
-    stores: StoreConfig,
-    limits: Limits,
-    /// The config file's [cluster] and [restore] sections.
-    file: FileConfig,
-}
-
-impl Context {
-    fn new(g: &Global) -> Result<Self> {
-        let (stores, file) = match &g.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    CliError::Usage(format!("cannot read config file {}: {e}", path.display()))
-                })?;
-                (
-                    StoreConfig::from_toml(&text, &path.display().to_string())?,
-                    FileConfig::parse(&text, path)?,
-                )
-            }
-            None => (StoreConfig::default(), FileConfig::default()),
-        };
-        let mut limits = Limits::default();
-        let l = &g.limits;
-        if let Some(n) = l.requests {
-            limits.requests = n;
-        }
-        if let Some(m) = l.memory_mib {
-            limits.memory = m << 20;
-        }
-        if let Some(w) = l.window {
-            limits.window = w;
-        }
-        if let Some(t) = l.multipart_threshold_mib {
-            limits.multipart_threshold = t << 20;
-        }
-        Ok(Self {
-            json: g.json,
-            progress: !g.no_progress && !g.json,
-            stores,
-            limits,
-            file,
-        })
-    }
-
-    /// The repository: --repo (or HAUL_REPO), else the config file's.
-    fn repo_url(&self, arg: &RepoArg, restoring: bool) -> Result<String> {
-        let from_file = if restoring {
-            self.file
-                .restore
-                .repo
-                .clone()
-                .or(self.file.cluster.repo.clone())
-        } else {
-            self.file.cluster.repo.clone()
-        };
-        arg.url.clone().or(from_file).ok_or_else(|| {
-            CliError::Usage(
-                "no repository: give --repo URL (or HAUL_REPO, or `repo` in the config file's [cluster] section)"
-                    .into(),
-            )
-        })
-    }
-
-    fn url(&self, raw: &str) -> Result<StoreUrl> {
-        Ok(StoreUrl::parse(raw)?)
-    }
-
-    fn open(&self, raw: &str, create: bool) -> Result<Location> {
-        Ok(self.stores.open(&self.url(raw)?, create)?)
-    }
-
-    fn engine(&self) -> Engine {
-        Engine::new(self.limits.clone())
-    }
-
-    async fn repo(&self, raw: &str) -> Result<Repository> {
-        let loc = self.open(raw, false)?;
-        Ok(Repository::open(loc, self.engine()).await?)
-    }
-}
-
-/// `--db NAME=URL`: the name and the parsed connection. Errors show the
-/// URL without its password.
-fn parse_db(raw: &str) -> Result<(String, PgConn)> {
-    let (name, url) = raw.split_once('=').ok_or_else(|| {
-        CliError::Usage(format!(
-            "--db {}: expected NAME=postgresql://USER@HOST/DATABASE",
-            redact_url(raw)
-        ))
-    })?;
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if !valid {
-        // Not `name` itself: a URL given without a name would print its password.
-        return Err(CliError::Usage(format!(
-            "--db {}: expected NAME=URL, NAME being letters, digits, '_', '-' or '.' (e.g. pachyderm=postgresql://...)",
-            redact_url(raw)
-        )));
-    }
-    Ok((name.to_owned(), PgConn::parse(url)?))
-}
-
-pub async fn run(cli: Cli) -> Result<Outcome> {
-    let ctx = Context::new(&cli.global)?;
+pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
     match cli.command {
-        Command::Init { repo } => init(&ctx, &repo).await,
+        Command::Init { repo } => interruptible(&ctx, init(&ctx, &repo)).await,
         Command::Backup {
             source,
             repo,
@@ -208,18 +51,20 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             labels.extend(label);
-            let args = backup::BackupArgs {
+            let args = backup_cmd::BackupArgs {
                 source: source.as_deref().or(file.source.as_deref()),
                 repo_url: &repo_url,
                 db: &db,
                 db_globals: db_globals.as_deref().or(file.db_globals.as_deref()),
                 dry_run,
                 labels: &labels,
-                cluster: backup::ClusterChoice::merge(cluster, file)?,
+                cluster: backup_cmd::ClusterChoice::merge(cluster, file)?,
             };
-            backup::backup(&ctx, args).await
+            backup_cmd::backup(&ctx, args).await
         }
-        Command::Snapshots { repo } => snapshots(&ctx, &ctx.repo_url(&repo, true)?).await,
+        Command::Snapshots { repo } => {
+            interruptible(&ctx, snapshots(&ctx, &ctx.repo_url(&repo, true)?)).await
+        }
         Command::Restore {
             snapshot,
             repo,
@@ -235,7 +80,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             let file = &ctx.file.restore;
             let repo_url = ctx.repo_url(&repo, true)?;
             let db = merge_databases(&file.databases, &db);
-            let args = restore::RestoreArgs {
+            let args = restore_cmd::RestoreArgs {
                 spec: &snapshot,
                 repo_url: &repo_url,
                 to: to.as_deref().or(file.to.as_deref()),
@@ -247,7 +92,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 dry_run,
                 helm_values_out: helm_values_out.or(file.helm_values_out.clone()),
             };
-            restore::restore(&ctx, args).await
+            restore_cmd::restore(&ctx, args).await
         }
         Command::Verify {
             snapshot,
@@ -255,7 +100,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             read_data,
         } => {
             let repo_url = ctx.repo_url(&repo, true)?;
-            verify(&ctx, snapshot.as_deref(), &repo_url, read_data).await
+            interruptible(
+                &ctx,
+                verify(&ctx, snapshot.as_deref(), &repo_url, read_data),
+            )
+            .await
         }
     }
 }
@@ -271,8 +120,8 @@ async fn init(ctx: &Context, raw: &str) -> Result<Outcome> {
     }
     let out = Out {
         repository: repo.url(),
-        id: repo.config.id.to_string(),
-        config: &repo.config,
+        id: repo.config().id.to_string(),
+        config: repo.config(),
     };
     emit(ctx.json, &out, |w| {
         writeln!(w, "created repository {} (id {})", out.repository, out.id)
@@ -347,7 +196,7 @@ async fn verify(
         Some(s) => vec![repo.find_snapshot(s).await?],
         None => repo.snapshots().await?,
     };
-    let view = ProgressView::start(repo.engine.progress.clone(), ctx.progress);
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
     let result = haul_mover::verify::verify(&repo, &snaps, read_data).await;
     view.finish().await;
     let r = result?;

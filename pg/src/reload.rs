@@ -11,13 +11,15 @@ use serde::Serialize;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::conn::PgConn;
-use super::dump::server_version;
-use super::process::Running;
-use super::tables::{self, Mismatch};
-use super::tools::{self, PgVersion, Tool};
-use super::{DbLimits, stream};
-use crate::{Result, SnapshotError};
+use crate::config::PgConn;
+use crate::conn;
+use crate::dump::server_version;
+use crate::error::{PgError, Result};
+use crate::limits::DbLimits;
+use crate::process::Running;
+use crate::stream;
+use crate::tables::{self, Mismatch};
+use crate::tools::{self, PgVersion, Tool};
 
 /// A database of the snapshot and where to restore it.
 #[derive(Debug, Clone)]
@@ -117,7 +119,7 @@ async fn maintenance(conn: &PgConn, name: &str) -> Result<(Client, PgConn)> {
     let mut first = None;
     for db in ["postgres", "template1"] {
         let m = conn.with_dbname(db);
-        match m.connect(name).await {
+        match conn::connect(&m, name).await {
             Ok(c) => return Ok((c, m)),
             Err(e) => {
                 first.get_or_insert(e);
@@ -127,8 +129,8 @@ async fn maintenance(conn: &PgConn, name: &str) -> Result<(Client, PgConn)> {
     Err(first.expect("tried at least one database"))
 }
 
-fn is_missing_database(e: &SnapshotError) -> bool {
-    matches!(e, SnapshotError::DbConnect { source, .. }
+fn is_missing_database(e: &PgError) -> bool {
+    matches!(e, PgError::Connect { source, .. }
         if source.code() == Some(&SqlState::INVALID_CATALOG_NAME))
 }
 
@@ -142,17 +144,17 @@ pub async fn plan(
     let mut seen_targets = std::collections::HashSet::new();
     for t in targets {
         if !seen_names.insert(t.name.as_str()) {
-            return Err(SnapshotError::DuplicateDatabase(t.name.clone()));
+            return Err(PgError::DuplicateDatabase(t.name.clone()));
         }
         let key = (t.conn.server(), t.conn.dbname.clone());
         if !seen_targets.insert(key) {
-            return Err(SnapshotError::SameTarget {
+            return Err(PgError::SameTarget {
                 target: t.conn.display_url(),
             });
         }
         if !snapshot.databases.iter().any(|d| d.name == t.name) {
             let available: Vec<&str> = snapshot.databases.iter().map(|d| d.name.as_str()).collect();
-            return Err(SnapshotError::UnknownDatabase {
+            return Err(PgError::UnknownDatabase {
                 snapshot: snapshot.id.to_string(),
                 name: t.name.clone(),
                 available: if available.is_empty() {
@@ -188,53 +190,54 @@ async fn plan_one(
     if let Some(v) = PgVersion::parse(&record.pg_dump_version) {
         tool.check_not_older(&v, "the pg_dump that wrote the snapshot's dump,", &t.name)?;
     }
-    let (action, tables_in_target, server, server_text) = match t.conn.connect(&t.name).await {
-        Ok(client) => {
-            let (server, text) = server_version(&client, &t.name, &t.conn).await?;
-            let existing = tables::list(&client, &t.name, &t.conn.server()).await?;
-            let n = existing.len() as u64;
-            if n > 0 && !opts.clean {
-                return Err(SnapshotError::TargetNotEmpty {
-                    name: t.name.clone(),
-                    target: t.conn.display_url(),
-                    tables: n,
-                    example: existing[0].name.clone(),
-                });
+    let (action, tables_in_target, server, server_text) =
+        match conn::connect(&t.conn, &t.name).await {
+            Ok(client) => {
+                let (server, text) = server_version(&client, &t.name, &t.conn).await?;
+                let existing = tables::list(&client, &t.name, &t.conn.server()).await?;
+                let n = existing.len() as u64;
+                if n > 0 && !opts.clean {
+                    return Err(PgError::TargetNotEmpty {
+                        name: t.name.clone(),
+                        target: t.conn.display_url(),
+                        tables: n,
+                        example: existing[0].name.clone(),
+                    });
+                }
+                let action = if n > 0 {
+                    Action::Replace
+                } else {
+                    Action::Restore
+                };
+                (action, n, server, text)
             }
-            let action = if n > 0 {
-                Action::Replace
-            } else {
-                Action::Restore
-            };
-            (action, n, server, text)
-        }
-        Err(e) if is_missing_database(&e) => {
-            let (client, m) = maintenance(&t.conn, &t.name).await?;
-            let (server, text) = server_version(&client, &t.name, &m).await?;
-            let can: bool = client
-                .query_one(
-                    "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user",
-                    &[],
-                )
-                .await
-                .map_err(|source| SnapshotError::DbQuery {
-                    name: t.name.clone(),
-                    server: t.conn.server(),
-                    what: "checking the right to create databases".into(),
-                    source,
-                })?
-                .get(0);
-            if !can {
-                return Err(SnapshotError::CannotCreate {
-                    name: t.name.clone(),
-                    target: t.conn.display_url(),
-                    user: t.conn.user.clone(),
-                });
+            Err(e) if is_missing_database(&e) => {
+                let (client, m) = maintenance(&t.conn, &t.name).await?;
+                let (server, text) = server_version(&client, &t.name, &m).await?;
+                let can: bool = client
+                    .query_one(
+                        "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user",
+                        &[],
+                    )
+                    .await
+                    .map_err(|source| PgError::Query {
+                        name: t.name.clone(),
+                        server: t.conn.server(),
+                        what: "checking the right to create databases".into(),
+                        source,
+                    })?
+                    .get(0);
+                if !can {
+                    return Err(PgError::CannotCreate {
+                        name: t.name.clone(),
+                        target: t.conn.display_url(),
+                        user: t.conn.user.clone(),
+                    });
+                }
+                (Action::Create, 0, server, text)
             }
-            (Action::Create, 0, server, text)
-        }
-        Err(e) => return Err(e),
-    };
+            Err(e) => return Err(e),
+        };
     tool.check_not_older(&server, "the target server", &t.name)?;
     let plan = DbPlan {
         name: t.name.clone(),
@@ -275,7 +278,7 @@ impl PlannedDb {
                     quote_ident(&self.conn.dbname)
                 ))
                 .await
-                .map_err(|source| SnapshotError::DbQuery {
+                .map_err(|source| PgError::Query {
                     name: name.clone(),
                     server: self.conn.server(),
                     what: format!("creating database {}", self.conn.dbname),
@@ -291,7 +294,7 @@ impl PlannedDb {
         }
         result?;
 
-        let client = self.conn.connect(name).await?;
+        let client = conn::connect(&self.conn, name).await?;
         let list = tables::list(&client, name, &self.conn.server()).await?;
         let found = tables::count(&client, &list, name, &self.conn.server()).await?;
         let row_count_mismatches = tables::compare(&self.record.tables, &found);

@@ -6,8 +6,8 @@ use std::process::ExitStatus;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
-use super::conn::Secret;
-use crate::SnapshotError;
+use crate::config::Secret;
+use crate::error::PgError;
 
 /// A running client program whose stderr is being collected.
 #[derive(Debug)]
@@ -27,9 +27,9 @@ impl Running {
         tool: &'static str,
         name: &str,
         secret: Option<Secret>,
-    ) -> Result<Self, SnapshotError> {
+    ) -> Result<Self, PgError> {
         cmd.stderr(std::process::Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| SnapshotError::ToolSpawn {
+        let mut child = cmd.spawn().map_err(|source| PgError::ToolSpawn {
             tool,
             name: name.to_owned(),
             source,
@@ -71,7 +71,7 @@ impl Running {
         name: &str,
         secret: Option<Secret>,
         what: &str,
-    ) -> Result<(Self, std::fs::File), SnapshotError> {
+    ) -> Result<(Self, std::fs::File), PgError> {
         cmd.stdout(std::process::Stdio::piped());
         let mut run = Self::spawn(cmd, tool, name, secret)?;
         let stdout = run
@@ -80,7 +80,7 @@ impl Running {
             .take()
             .and_then(|s| s.into_owned_fd().ok())
             .map(std::fs::File::from)
-            .ok_or_else(|| SnapshotError::Stream {
+            .ok_or_else(|| PgError::Stream {
                 what: what.to_owned(),
                 reason: "its output could not be read".into(),
             })?;
@@ -94,18 +94,14 @@ impl Running {
         name: &str,
         secret: Option<Secret>,
         what: &str,
-    ) -> Result<(Self, tokio::process::ChildStdin), SnapshotError> {
+    ) -> Result<(Self, tokio::process::ChildStdin), PgError> {
         cmd.stdin(std::process::Stdio::piped());
         cmd.stdout(std::process::Stdio::null());
         let mut run = Self::spawn(cmd, tool, name, secret)?;
-        let stdin = run
-            .child
-            .stdin
-            .take()
-            .ok_or_else(|| SnapshotError::Stream {
-                what: what.to_owned(),
-                reason: "its input could not be opened".into(),
-            })?;
+        let stdin = run.child.stdin.take().ok_or_else(|| PgError::Stream {
+            what: what.to_owned(),
+            reason: "its input could not be opened".into(),
+        })?;
         Ok((run, stdin))
     }
 
@@ -125,12 +121,8 @@ impl Running {
     /// (a write failed), it exited on its own and its error says why; when
     /// our side failed (a damaged chunk...), it is killed before it sees the
     /// end of its input, so it never acts on a partial stream.
-    pub async fn abandon(
-        &mut self,
-        stdin: tokio::process::ChildStdin,
-        fed: SnapshotError,
-    ) -> SnapshotError {
-        let stopped_reading = matches!(fed, SnapshotError::StreamWrite { .. });
+    pub async fn abandon(&mut self, stdin: tokio::process::ChildStdin, fed: PgError) -> PgError {
+        let stopped_reading = matches!(fed, PgError::StreamWrite { .. });
         if !stopped_reading {
             let _ = self.child.start_kill();
         }
@@ -142,12 +134,12 @@ impl Running {
     }
 
     /// Waits for the exit; anything but success is an error with the stderr tail.
-    pub async fn finish(&mut self) -> Result<String, SnapshotError> {
+    pub async fn finish(&mut self) -> Result<String, PgError> {
         let status = self
             .child
             .wait()
             .await
-            .map_err(|source| SnapshotError::ToolSpawn {
+            .map_err(|source| PgError::ToolSpawn {
                 tool: self.tool,
                 name: self.name.clone(),
                 source,
@@ -156,7 +148,7 @@ impl Running {
         if status.success() {
             Ok(stderr)
         } else {
-            Err(SnapshotError::ToolFailed {
+            Err(PgError::ToolFailed {
                 tool: self.tool,
                 name: self.name.clone(),
                 status: describe(status),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::GenericClient;
 
-use crate::{Result, SnapshotError};
+use crate::error::{PgError, Result};
 
 /// Ordinary tables (partitions included, partitioned parents not: their
 /// rows are their partitions'), outside the system schemas and not owned by
@@ -29,8 +29,8 @@ pub struct Table {
     quoted: String,
 }
 
-fn query_err(name: &str, server: &str, what: &str, source: tokio_postgres::Error) -> SnapshotError {
-    SnapshotError::DbQuery {
+fn query_err(name: &str, server: &str, what: &str, source: tokio_postgres::Error) -> PgError {
+    PgError::Query {
         name: name.to_owned(),
         server: server.to_owned(),
         what: what.to_owned(),

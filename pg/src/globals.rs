@@ -12,12 +12,14 @@ use haul_manifest::GlobalsRecord;
 use haul_mover::Repository;
 use serde::Serialize;
 
-use super::conn::PgConn;
-use super::dump::server_version;
-use super::process::Running;
-use super::tools::{self, Tool};
-use super::{DbLimits, stream};
-use crate::Result;
+use crate::config::PgConn;
+use crate::conn;
+use crate::dump::server_version;
+use crate::error::Result;
+use crate::limits::DbLimits;
+use crate::process::Running;
+use crate::stream;
+use crate::tools::{self, Tool};
 
 /// What `haul backup --json` reports about the roles.
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +55,7 @@ pub struct PreparedGlobals {
 }
 
 pub async fn prepare(conn: PgConn) -> Result<PreparedGlobals> {
-    let client = conn.connect(NAME).await?;
+    let client = conn::connect(&conn, NAME).await?;
     let (server, server_version) = server_version(&client, NAME, &conn).await?;
     let tool = tools::find("pg_dumpall").await?;
     tool.check_not_older(&server, "the server", NAME)?;
@@ -118,7 +120,7 @@ pub struct GlobalsTarget {
 pub async fn plan_restore(conn: PgConn) -> Result<GlobalsTarget> {
     // Connecting first reports an unreachable server or a wrong password
     // before anything is written; plain SQL needs no particular psql version.
-    conn.connect(NAME).await?;
+    conn::connect(&conn, NAME).await?;
     let tool = tools::find("psql").await?;
     Ok(GlobalsTarget { conn, tool })
 }

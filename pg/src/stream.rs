@@ -18,8 +18,8 @@ use haul_manifest::{CdcParams, ChunkId};
 use haul_mover::Repository;
 use tokio::io::AsyncWriteExt;
 
-use super::DbLimits;
-use crate::{Result, SnapshotError};
+use crate::error::{PgError, Result};
+use crate::limits::DbLimits;
 
 /// A stream stored as chunks.
 #[derive(Debug, Clone)]
@@ -61,15 +61,15 @@ pub async fn store<R: Read + Send + 'static>(
     limits: &DbLimits,
     what: &str,
 ) -> Result<Stored> {
-    let cdc = repo.config.cdc;
-    check_cdc(cdc).map_err(|reason| SnapshotError::Stream {
+    let cdc = repo.config().cdc;
+    check_cdc(cdc).map_err(|reason| PgError::Stream {
         what: what.to_owned(),
         reason,
     })?;
     // One reservation for the whole stream, from the budget the bucket copy
     // shares: the chunker's buffer, the queue and the chunks in flight.
     let _memory = repo
-        .engine
+        .engine()
         .reserve(cdc.max as u64 * (limits.chunks_queued + limits.chunks_in_flight + 1) as u64)
         .await;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(limits.chunks_queued);
@@ -99,14 +99,14 @@ pub async fn store<R: Read + Send + 'static>(
     });
     let chunks = stream::poll_fn(|cx| rx.poll_recv(cx))
         .map(|item| async move {
-            let plain = item.map_err(|e| SnapshotError::Stream {
+            let plain = item.map_err(|e| PgError::Stream {
                 what: what.to_owned(),
                 reason: format!("reading its output failed: {e}"),
             })?;
             let len = plain.len() as u64;
             let (id, uploaded) = repo.put_plain(plain).await?;
-            repo.engine.progress.add(0, len);
-            Ok::<_, SnapshotError>((id, uploaded))
+            repo.engine().progress.add(0, len);
+            Ok::<_, PgError>((id, uploaded))
         })
         .buffered(limits.chunks_in_flight.max(1));
     let mut out = Stored {
@@ -131,7 +131,7 @@ pub async fn store<R: Read + Send + 'static>(
     stored?;
     let (hash, bytes) = chunker
         .await
-        .map_err(|e| SnapshotError::Mover(haul_mover::MoverError::Task(e.to_string())))?;
+        .map_err(|e| PgError::Mover(haul_mover::MoverError::Task(e.to_string())))?;
     out.hash = hash;
     out.bytes = bytes;
     Ok(out)
@@ -151,8 +151,8 @@ pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(
     what: &str,
 ) -> Result<()> {
     let _memory = repo
-        .engine
-        .reserve(repo.config.cdc.max as u64 * (limits.read_ahead as u64 + 1))
+        .engine()
+        .reserve(repo.config().cdc.max as u64 * (limits.read_ahead as u64 + 1))
         .await;
     let mut reads = stream::iter(chunks.iter().copied())
         .map(|id| repo.read_chunk(id))
@@ -160,14 +160,14 @@ pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     let mut held: Option<Bytes> = None;
-    let write_err = |source: std::io::Error| SnapshotError::StreamWrite {
+    let write_err = |source: std::io::Error| PgError::StreamWrite {
         what: what.to_owned(),
         source,
     };
     while let Some(plain) = reads.try_next().await? {
         hasher.update(&plain);
         total += plain.len() as u64;
-        repo.engine.progress.add(0, plain.len() as u64);
+        repo.engine().progress.add(0, plain.len() as u64);
         // Hold one chunk back: the last is written only after the check.
         if let Some(prev) = held.replace(plain) {
             sink.write_all(&prev).await.map_err(write_err)?;
@@ -175,7 +175,7 @@ pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(
     }
     let hash = ChunkId(*hasher.finalize().as_bytes());
     if total != expect_bytes || hash != expect_hash {
-        return Err(SnapshotError::Stream {
+        return Err(PgError::Stream {
             what: what.to_owned(),
             reason: format!(
                 "the chunks hold {total} bytes with blake3 {hash}, the snapshot says {expect_bytes} bytes with {expect_hash}"

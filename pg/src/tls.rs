@@ -19,21 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::conn::{RootCert, Ssl, SslMode};
-
-/// The CA bundle libpq 15 and older should read for `sslrootcert=system`
-/// (libpq 16 understands `system` itself and reads the same file).
-pub fn system_bundle_for_libpq() -> String {
-    [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).is_file())
-    .unwrap_or("system")
-    .to_owned()
-}
+use crate::config::{RootCert, Ssl, SslMode};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

@@ -7,56 +7,27 @@
 //!   ─▶ pause ─▶ final pass (list + delta) ∥ pg_dumps ─▶ commit root ─▶ resume
 //! ```
 //!
-//! From the first step, SIGINT and SIGTERM are handled here: before the
-//! pause they stop the backup (nothing is committed), after it they stop
-//! it and resume the cluster first. A panic in the paused phase is caught
-//! and resumes too; [`PauseGuard`]'s `Drop` covers anything that escapes.
+//! Cancellation comes in from the caller: before the pause it stops the
+//! backup (nothing is committed), after it it stops it and resumes the
+//! cluster first. A panic in the paused phase is caught and resumes too;
+//! [`PauseGuard`]'s `Drop` covers anything that escapes.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::sync::Arc;
 
 use futures::FutureExt;
-use haul_manifest::{BucketRecord, Phase};
-use haul_mover::backup as bucket;
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use haul_manifest::{BucketRecord, Phase, PhaseKind};
+use haul_mover::bucket_backup as bucket;
+use tokio::time::Instant;
 
-use crate::backup::{self, BackupReport, BackupRequest, Staged};
-use crate::pause::{Cluster, PauseGuard, PauseReport};
+use super::report::{BackupReport, BackupRequest};
+use super::stages::{self, Staged};
+use crate::cancel::Cancel;
+use crate::error::{Result, SnapshotError};
+use crate::events::{Event, EventSink};
+use crate::pause::{self, ClusterControl, PauseGuard, PauseReport, PauseSpec, Processes, Runner};
 use crate::predict::{self, Model, Next, Round};
-use crate::{Result, SnapshotError, failpoint, human_bytes};
-
-/// SIGINT and SIGTERM, taken over from their default (killing haul).
-struct Signals {
-    int: Signal,
-    term: Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self> {
-        let make = |k| {
-            signal(k).map_err(|e| SnapshotError::Pause {
-                step: "installing the SIGINT/SIGTERM handlers".into(),
-                reason: e.to_string(),
-            })
-        };
-        Ok(Self {
-            int: make(SignalKind::interrupt())?,
-            term: make(SignalKind::terminate())?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-    }
-}
-
-/// Messages the operator must see even with `--json` (they go to stderr).
-fn say(msg: impl AsRef<str>) {
-    eprintln!("haul: {}", msg.as_ref());
-}
+use crate::{failpoint, runs};
 
 /// What the live phase leaves for the paused one.
 struct Live {
@@ -67,14 +38,18 @@ struct Live {
 }
 
 /// Checks, then pre-copies while the cluster runs.
-async fn live(req: &BackupRequest<'_>, cluster: &Cluster) -> Result<Live> {
-    backup::check_request(req)?;
+async fn live(
+    req: &BackupRequest<'_>,
+    cluster: &dyn ClusterControl,
+    events: &dyn EventSink,
+) -> Result<Live> {
+    stages::check_request(req)?;
     let check = cluster.check().await?;
     if check.already_paused {
-        say("the cluster is already paused: it will be left paused");
+        events.emit(Event::AlreadyPaused);
     }
-    let staged = backup::stage(req).await?;
-    let mut model = Model::from_history(&backup::history(req.repo).await, true);
+    let staged = stages::stage(req).await?;
+    let mut model = Model::from_history(&runs::history(req.repo).await, true);
     let mut base = staged.parent.as_ref().and_then(|p| p.bucket.clone());
     let mut rounds: Vec<Round> = Vec::new();
     let budget = req.max_downtime.map(|d| d.as_secs_f64());
@@ -87,7 +62,7 @@ async fn live(req: &BackupRequest<'_>, cluster: &Cluster) -> Result<Live> {
         });
     };
     if req.max_rounds == 0 {
-        say("no pre-copy (--precopy-rounds 0): the whole delta is copied while paused");
+        events.emit(Event::NoPrecopy);
     }
     while (rounds.len() as u32) < req.max_rounds {
         failpoint::hit("precopy").await?;
@@ -99,20 +74,16 @@ async fn live(req: &BackupRequest<'_>, cluster: &Cluster) -> Result<Live> {
         model.observe(s.objects, s.bytes_read, seconds);
         let rate = predict::change_rate(&rounds, s.bytes_read);
         let predicted = predict::predict_after(&model, s.objects, seconds, rate);
-        rounds.push(Round {
+        let round = Round {
             round: k,
             seconds,
             objects: s.objects,
             objects_read: s.objects_read,
             bytes_read: s.bytes_read,
             predicted_downtime_s: predicted,
-        });
-        say(format!(
-            "pre-copy round {k} (cluster running): {} of {} objects read ({}) in {seconds:.1}s; paused phase predicted at {predicted:.1}s",
-            s.objects_read,
-            s.objects,
-            human_bytes(s.bytes_read)
-        ));
+        };
+        events.emit(Event::PrecopyRound(round.clone()));
+        rounds.push(round);
         base = Some(done.record);
         match predict::decide(&model, &rounds, budget, req.max_rounds) {
             Next::Precopy => {}
@@ -141,21 +112,22 @@ async fn live(req: &BackupRequest<'_>, cluster: &Cluster) -> Result<Live> {
     })
 }
 
-/// The two-phase backup.
-pub(crate) async fn run(req: &BackupRequest<'_>) -> Result<BackupReport> {
-    let spec = req.pause.clone().ok_or(SnapshotError::Pause {
-        step: "the cluster backup".into(),
-        reason: "no pause method given".into(),
-    })?;
-    let cluster = Cluster::new(spec.clone());
-    let mut signals = Signals::install()?;
+/// The two-phase backup of the cluster `spec` names.
+pub(crate) async fn run(
+    req: &BackupRequest<'_>,
+    spec: &PauseSpec,
+    cancel: &Cancel,
+    events: &dyn EventSink,
+) -> Result<BackupReport> {
+    let runner: Arc<dyn Runner> = Arc::new(Processes);
+    let cluster = pause::control(spec.clone(), runner.clone());
 
-    // Live: nothing paused yet, so a signal just stops the backup.
+    // Live: nothing paused yet, so cancelling just stops the backup.
     let live = tokio::select! {
-        r = live(req, &cluster) => r?,
-        sig = signals.recv() => {
-            say(format!("{sig}: stopping; the cluster was not paused and nothing was committed"));
-            return Err(SnapshotError::Interrupted { signal: sig });
+        r = live(req, cluster.as_ref(), events) => r?,
+        signal = cancel.cancelled() => {
+            events.emit(Event::StoppedBeforePause { signal });
+            return Err(SnapshotError::Interrupted { signal });
         }
     };
     let Live {
@@ -172,35 +144,38 @@ pub(crate) async fn run(req: &BackupRequest<'_>) -> Result<BackupReport> {
     let globals = staged.globals.take();
 
     // Paused: everything from here resumes the cluster, whatever happens.
-    let guard = PauseGuard::new(&spec);
+    let guard = PauseGuard::new(spec, runner);
     let t_pause = Instant::now();
     let mut pause_s = 0.0;
     let paused = async {
-        say(format!("pausing the cluster ({})", spec.method.name()));
+        events.emit(Event::Pausing {
+            method: spec.method.name(),
+        });
         cluster.pause(&guard).await?;
         pause_s = t_pause.elapsed().as_secs_f64();
         if guard.paused_anything() {
-            say(format!(
-                "cluster paused in {pause_s:.1}s; if haul is killed, resume it by hand with: {}",
-                guard.manual_commands().join(" && ")
-            ));
+            events.emit(Event::Paused {
+                seconds: pause_s,
+                resume_commands: guard.manual_commands(),
+            });
         }
         failpoint::hit("paused").await?;
-        let copied = backup::copy_and_dump(req, dbs, globals, base.as_ref(), "final-copy").await?;
+        let copied =
+            stages::copy_and_dump(req, dbs, globals, base.as_ref(), PhaseKind::FinalCopy).await?;
         failpoint::hit("commit").await?;
         let mut phases = staged.phases.clone();
         for r in &rounds {
             phases.push(Phase {
-                name: format!("precopy-{}", r.round),
+                name: PhaseKind::Precopy(r.round),
                 seconds: r.seconds,
                 objects: r.objects_read,
                 bytes: r.bytes_read,
                 listed: r.objects,
             });
         }
-        phases.push(Phase::timed("pause", pause_s));
+        phases.push(Phase::timed(PhaseKind::Pause, pause_s));
         phases.extend(copied.phases.iter().cloned());
-        backup::commit(req, &staged, copied, phases).await
+        stages::commit(req, &staged, copied, phases).await
     };
     let outcome = tokio::select! {
         r = AssertUnwindSafe(paused).catch_unwind() => r.unwrap_or_else(|panic| {
@@ -211,34 +186,32 @@ pub(crate) async fn run(req: &BackupRequest<'_>) -> Result<BackupReport> {
                 .unwrap_or_else(|| "unknown".into());
             Err(SnapshotError::Panicked { what })
         }),
-        sig = signals.recv() => Err(SnapshotError::Interrupted { signal: sig }),
+        signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
     };
     if let Err(e) = &outcome {
-        say(format!(
-            "backup failed ({}); nothing was committed; resuming the cluster",
-            haul_mover::error_chain(e)
-        ));
+        events.emit(Event::FailedWhilePaused {
+            error: haul_mover::error_chain(e),
+        });
     }
 
-    // Resume on every path. Signals arriving now are held, not obeyed.
+    // Resume on every path. Cancelling again now changes nothing.
     let t_resume = Instant::now();
     let scaled = guard.scaled();
     let resumed = guard.resume().await;
     let resume_s = t_resume.elapsed().as_secs_f64();
     let downtime_s = t_pause.elapsed().as_secs_f64();
     match (&resumed, &outcome) {
-        (Ok(()), _) if guard.paused_anything() => say(format!(
-            "cluster resumed; it was paused for {downtime_s:.1}s"
-        )),
-        (Err(_), Ok(r)) => say(format!(
-            "snapshot {} IS committed, but the cluster could not be resumed",
-            r.snapshot
-        )),
+        (Ok(()), _) if guard.paused_anything() => events.emit(Event::Resumed { downtime_s }),
+        (Err(_), Ok(r)) => events.emit(Event::CommittedButNotResumed {
+            snapshot: r.snapshot,
+        }),
         _ => {}
     }
     resumed?;
     let mut report = outcome?;
-    report.phases.push(Phase::timed("resume", resume_s));
+    report
+        .phases
+        .push(Phase::timed(PhaseKind::Resume, resume_s));
     let final_bytes = report.stats.bytes_read as f64;
     report.change_bps = rounds
         .last()
@@ -257,6 +230,6 @@ pub(crate) async fn run(req: &BackupRequest<'_>) -> Result<BackupReport> {
         resumed: true,
     });
     report.duration_s = staged.t0.elapsed().as_secs_f64();
-    backup::record_run(req.repo, "backup", &report, staged.started).await;
+    stages::record_run(req.repo, &report, staged.started).await;
     Ok(report)
 }

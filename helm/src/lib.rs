@@ -1,8 +1,11 @@
 //! A Pachyderm Helm values file pointed at restore targets.
 //!
 //! ```text
+//! haul-cli ──▶ haul-helm (this crate: pure text in, text out; no I/O, no other haul crate)
+//!
+//! backup:  values.yaml ─▶ kept byte-exact with the snapshot (haul-snapshot stores it)
 //! restore: databases ─▶ PostgreSQL target ┐
-//!          bucket    ─▶ bucket target     ┴─▶ helm::rewrite(values.yaml, targets) ─▶ values for `helm upgrade`
+//!          bucket    ─▶ bucket target     ┴─▶ rewrite(values.yaml, targets) ─▶ values for `helm upgrade`
 //! ```
 //!
 //! Operators keep comments and layout in their values, so a rewrite changes

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use haul_mover::MoverError;
+use haul_pg::{DbLimits, DbSource, PgConn};
 use haul_snapshot::backup::{self, BackupRequest};
-use haul_snapshot::db::{DbLimits, DbSource, PgConn};
 use haul_snapshot::pause::{PauseMethod, PauseSpec};
 
-use super::{CliError, Context, Outcome, Result, parse_db};
 use crate::args::ClusterArgs;
 use crate::config::{ClusterSection, parse_duration};
+use crate::context::{Context, parse_db};
+use crate::error::{CliError, Outcome, Result};
 use crate::output::{ProgressView, bytes, emit};
 
 /// Waiting longer than this for pods to stop is a failed pause.
@@ -143,7 +144,7 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
                 ))
             })?;
             // Refuse now a file the restore could not rewrite.
-            haul_snapshot::helm::rewrite(&text, &Default::default())
+            haul_helm::rewrite(&text, &Default::default())
                 .map_err(|e| CliError::Usage(format!("--helm-values {}: {e}", path.display())))?;
             Some(bytes::Bytes::from(text))
         }
@@ -198,7 +199,13 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
                         .map_or(String::new(), |n| format!(", namespace {n}"))
                 )?;
                 for s in &c.workloads {
-                    writeln!(w, "  {} {}: {} replica(s) now", s.kind, s.name, s.replicas)?;
+                    writeln!(
+                        w,
+                        "  {} {}: {} replica(s) now",
+                        s.kind.as_str(),
+                        s.name,
+                        s.replicas
+                    )?;
                 }
                 if c.already_paused {
                     writeln!(w, "  (already paused: it would be left paused)")?;
@@ -255,8 +262,8 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
 
-    let view = ProgressView::start(repo.engine.progress.clone(), ctx.progress);
-    let result = backup::run(&req).await;
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
+    let result = backup::run(&req, &ctx.cancel, ctx.events).await;
     view.finish().await;
     let r = result?;
     emit(ctx.json, &r, |w| {

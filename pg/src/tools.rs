@@ -12,10 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Result, SnapshotError};
+use crate::error::{PgError, Result};
 
-/// Environment variable naming the directory that holds the programs.
-pub const PG_BIN_ENV: &str = "HAUL_PG_BIN";
+pub use crate::error::PG_BIN_ENV;
 
 /// `--version` of a program that does not answer within this time is an error.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
@@ -123,7 +122,7 @@ async fn version_of(name: &'static str, path: &Path) -> Result<PgVersion> {
         .output();
     let out = tokio::time::timeout(VERSION_TIMEOUT, run)
         .await
-        .map_err(|_| SnapshotError::ToolBroken {
+        .map_err(|_| PgError::ToolBroken {
             tool: name,
             path: path.display().to_string(),
             reason: format!(
@@ -131,7 +130,7 @@ async fn version_of(name: &'static str, path: &Path) -> Result<PgVersion> {
                 VERSION_TIMEOUT.as_secs()
             ),
         })?
-        .map_err(|e| SnapshotError::ToolBroken {
+        .map_err(|e| PgError::ToolBroken {
             tool: name,
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -139,7 +138,7 @@ async fn version_of(name: &'static str, path: &Path) -> Result<PgVersion> {
     let text = String::from_utf8_lossy(&out.stdout);
     PgVersion::parse(text.trim())
         .filter(|_| out.status.success())
-        .ok_or_else(|| SnapshotError::ToolBroken {
+        .ok_or_else(|| PgError::ToolBroken {
             tool: name,
             path: path.display().to_string(),
             reason: format!("`--version` printed {:?} ({})", text.trim(), out.status),
@@ -181,7 +180,7 @@ pub async fn find(name: &'static str) -> Result<Tool> {
     match (best, first_error) {
         (Some(t), _) => Ok(t),
         (None, Some(e)) => Err(e),
-        (None, None) => Err(SnapshotError::ToolMissing {
+        (None, None) => Err(PgError::ToolMissing {
             tool: name,
             searched,
         }),
@@ -192,7 +191,7 @@ impl Tool {
     /// Refuses a program older than a server (or than the pg_dump of an archive).
     pub fn check_not_older(&self, than: &PgVersion, what: &str, name: &str) -> Result<()> {
         if self.version.major < than.major {
-            return Err(SnapshotError::ToolTooOld {
+            return Err(PgError::ToolTooOld {
                 tool: self.name,
                 found: format!("{} ({})", self.version.text, self.path.display()),
                 needed: than.major_text(),

@@ -13,11 +13,13 @@ use haul_mover::Repository;
 use serde::Serialize;
 use tokio_postgres::{Client, IsolationLevel};
 
-use super::conn::PgConn;
-use super::process::Running;
-use super::tools::{PgVersion, Tool};
-use super::{DbLimits, stream, tables};
-use crate::{Result, SnapshotError};
+use crate::config::PgConn;
+use crate::conn;
+use crate::error::{PgError, Result};
+use crate::limits::DbLimits;
+use crate::process::Running;
+use crate::tools::{PgVersion, Tool};
+use crate::{stream, tables};
 
 /// The pg_dump options that shape the archive, recorded in the snapshot.
 /// Custom format: pg_restore can read it from a pipe. No compression:
@@ -83,7 +85,7 @@ pub async fn server_version(c: &Client, name: &str, conn: &PgConn) -> Result<(Pg
             &[],
         )
         .await
-        .map_err(|source| SnapshotError::DbQuery {
+        .map_err(|source| PgError::Query {
             name: name.to_owned(),
             server: conn.server(),
             what: "reading the server version".into(),
@@ -98,7 +100,7 @@ pub async fn server_version(c: &Client, name: &str, conn: &PgConn) -> Result<(Pg
 
 /// Connects, reads the server version and checks pg_dump against it.
 pub async fn prepare(source: DbSource, tool: &Tool) -> Result<Prepared> {
-    let client = source.conn.connect(&source.name).await?;
+    let client = conn::connect(&source.conn, &source.name).await?;
     let (server, server_version) = server_version(&client, &source.name, &source.conn).await?;
     tool.check_not_older(&server, "the server", &source.name)?;
     Ok(Prepared {
@@ -118,7 +120,7 @@ impl Prepared {
             .client
             .query_one("SELECT pg_database_size(current_database())", &[])
             .await
-            .map_err(|source| SnapshotError::DbQuery {
+            .map_err(|source| PgError::Query {
                 name: name.clone(),
                 server: conn.server(),
                 what: "reading the database size".into(),
@@ -149,7 +151,7 @@ impl Prepared {
         let server = conn.server();
         let q = |what: &str| {
             let (name, server, what) = (name.clone(), server.clone(), what.to_owned());
-            move |source| SnapshotError::DbQuery {
+            move |source| PgError::Query {
                 name,
                 server,
                 what,
@@ -190,7 +192,7 @@ impl Prepared {
             if !stderr.trim().is_empty() {
                 tracing::info!("pg_dump of {name}: {}", stderr.trim());
             }
-            Ok::<_, SnapshotError>(())
+            Ok::<_, PgError>(())
         };
         let (stored, (), counts) =
             futures::try_join!(stream::store(repo, stdout, limits, &what), exited, counting)?;

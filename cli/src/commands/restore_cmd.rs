@@ -3,16 +3,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use haul_helm::{self as helm, BucketTarget, HelmTargets, PgTarget, Rewritten};
 use haul_manifest::Snapshot;
-use haul_mover::restore::{RestoreOptions, RestorePlan};
+use haul_mover::bucket_restore::{RestoreOptions, RestorePlan};
 use haul_mover::{MoverError, Repository, Scheme, StoreUrl};
-use haul_snapshot::db::restore::Action;
-use haul_snapshot::db::{DbLimits, DbPlan, DbRestoreOptions, DbTarget, PgConn};
-use haul_snapshot::helm::{self, BucketTarget, HelmTargets, PgTarget, Rewritten};
+use haul_pg::reload::Action;
+use haul_pg::{DbLimits, DbPlan, DbRestoreOptions, DbTarget, PgConn};
 use haul_snapshot::restore::{RestoreJob, RestoreRequest};
 use serde::Serialize;
 
-use super::{CliError, Context, Outcome, Result, parse_db};
+use crate::context::{Context, parse_db};
+use crate::error::{CliError, Outcome, Result};
 use crate::output::{ProgressView, bytes, emit};
 
 /// The arguments of `haul restore`, as typed.
@@ -245,7 +246,7 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
     let target_url = a.to.map(|t| ctx.url(t)).transpose()?;
     let repo = ctx.repo(a.repo_url).await?;
     if let Some(t) = &target_url
-        && t.overlaps(&repo.loc.url)
+        && t.overlaps(repo.store_url())
     {
         return Err(MoverError::Overlap {
             repo: repo.url(),
@@ -311,11 +312,14 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
     if !ctx.json {
         let _ = plan_text(&mut std::io::stderr());
     }
-    let view = ProgressView::start(repo.engine.progress.clone(), ctx.progress);
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
     let result = job
-        .execute(&RestoreOptions {
-            delete_extraneous: a.delete_extraneous,
-        })
+        .execute(
+            &RestoreOptions {
+                delete_extraneous: a.delete_extraneous,
+            },
+            &ctx.cancel,
+        )
         .await;
     view.finish().await;
     let r = result?;

@@ -1,0 +1,60 @@
+//! The backup procedure: check every database, copy what changed from the
+//! bucket while the databases are dumped, then commit the snapshot root.
+//!
+//! ```text
+//! report     the request and the reports (what --json prints)
+//! stages     check ─▶ stage (databases, parent, Helm values) ─▶ copy ∥ dump ─▶ commit ─▶ run record
+//! preview    --dry-run: plan, databases, cluster, forecast
+//! two_phase  with a pause: pre-copy rounds live ─▶ pause ─▶ final pass ∥ dumps ─▶ commit ─▶ resume
+//! ```
+//!
+//! Everything that can be checked before writing is checked first (each
+//! database answers, its pg_dump is new enough, the cluster's context), so
+//! a bad URL or password costs nothing. The root is written last: if the
+//! copy or any dump fails, or the run is cancelled, there is no snapshot.
+
+mod preview;
+mod report;
+mod stages;
+mod two_phase;
+
+use haul_manifest::PhaseKind;
+
+pub use preview::preview;
+pub use report::{BackupPreview, BackupReport, BackupRequest};
+
+use crate::cancel::Cancel;
+use crate::error::{Result, SnapshotError};
+use crate::events::EventSink;
+
+/// Runs a backup and commits its snapshot; with a pause method, the
+/// two-phase backup of a running cluster.
+pub async fn run(
+    req: &BackupRequest<'_>,
+    cancel: &Cancel,
+    events: &dyn EventSink,
+) -> Result<BackupReport> {
+    if let Some(spec) = &req.pause {
+        return two_phase::run(req, spec, cancel, events).await;
+    }
+    tokio::select! {
+        r = plain(req) => r,
+        signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
+    }
+}
+
+/// A backup without a pause: one pass over the bucket, the dumps beside it.
+async fn plain(req: &BackupRequest<'_>) -> Result<BackupReport> {
+    stages::check_request(req)?;
+    let mut staged = stages::stage(req).await?;
+    let dbs = std::mem::take(&mut staged.dbs);
+    let globals = staged.globals.take();
+    let parent_bucket = staged.parent.as_ref().and_then(|p| p.bucket.clone());
+    let copied =
+        stages::copy_and_dump(req, dbs, globals, parent_bucket.as_ref(), PhaseKind::Copy).await?;
+    let mut phases = staged.phases.clone();
+    phases.extend(copied.phases.iter().cloned());
+    let report = stages::commit(req, &staged, copied, phases).await?;
+    stages::record_run(req.repo, &report, staged.started).await;
+    Ok(report)
+}

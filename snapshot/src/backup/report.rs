@@ -1,0 +1,86 @@
+//! What a backup is asked to do and what it reports: the procedure's
+//! contract with the binary (the reports are what `--json` prints).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use haul_manifest::{ChunkId, Phase, SnapshotId};
+use haul_mover::bucket_backup::{BackupPlan, BackupStats};
+use haul_mover::{Location, Repository};
+use haul_pg::globals::GlobalsBackupReport;
+use haul_pg::{DbBackupReport, DbLimits, DbPreview, DbSource, PgConn};
+use serde::Serialize;
+
+use crate::pause::{PauseCheck, PauseReport, PauseSpec};
+use crate::predict::{Forecast, Round};
+
+/// What to back up.
+#[derive(Debug)]
+pub struct BackupRequest<'a> {
+    pub repo: &'a Repository,
+    pub source: Option<&'a Location>,
+    /// Databases to dump, each under the operator's name for it.
+    pub databases: Vec<DbSource>,
+    /// A server whose roles to capture (`pg_dumpall --globals-only`).
+    pub globals: Option<PgConn>,
+    pub labels: BTreeMap<String, String>,
+    pub db_limits: DbLimits,
+    /// Pause the cluster for the final bucket pass and the dumps.
+    pub pause: Option<PauseSpec>,
+    /// With a pause: keep pre-copying until the paused phase is predicted to fit.
+    pub max_downtime: Option<Duration>,
+    /// With a pause: at most this many live pre-copy rounds (0: none).
+    pub max_rounds: u32,
+    /// A Helm values file to keep with the snapshot.
+    pub helm_values: Option<Bytes>,
+}
+
+/// The result of a committed backup, as `haul backup --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    pub snapshot: SnapshotId,
+    pub parent: Option<SnapshotId>,
+    /// The bucket's counters (all zero without --source). With a pause,
+    /// those of the final, paused pass.
+    #[serde(flatten)]
+    pub stats: BackupStats,
+    pub databases: Vec<DbBackupReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsBackupReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm_values: Option<ChunkId>,
+    pub duration_s: f64,
+    pub phases: Vec<Phase>,
+    /// Pause to resume, measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_s: Option<f64>,
+    /// What the paused phase was predicted to take when haul paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_downtime_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precopy_rounds: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub precopy: Vec<Round>,
+    /// Bytes per second the bucket changed while the cluster ran (measured
+    /// between the last pre-copy round and the paused pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_bps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseReport>,
+}
+
+/// What a backup would do, as `haul backup --dry-run` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupPreview {
+    pub parent: Option<SnapshotId>,
+    #[serde(flatten)]
+    pub plan: Option<BackupPlan>,
+    pub databases: Vec<DbPreview>,
+    /// The cluster to pause, as it is now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseCheck>,
+    /// Pre-copy rounds and downtime predicted from the run history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+}

@@ -1,0 +1,103 @@
+//! What a procedure has to tell the operator while it runs, as values: the
+//! binary decides how to show them (haul prints them on stderr, also with
+//! `--json`, because a paused cluster concerns whoever is watching).
+
+use std::fmt;
+
+use haul_manifest::SnapshotId;
+
+use crate::predict::Round;
+use crate::units::human_bytes;
+
+/// One thing the operator should see now.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// The cluster was paused before haul started; haul leaves it so.
+    AlreadyPaused,
+    /// `--precopy-rounds 0`: everything is copied while paused.
+    NoPrecopy,
+    /// A pre-copy round ended, the cluster running.
+    PrecopyRound(Round),
+    /// Pausing begins.
+    Pausing { method: &'static str },
+    /// The cluster is paused; these commands resume it by hand.
+    Paused {
+        seconds: f64,
+        resume_commands: Vec<String>,
+    },
+    /// Stopped by a signal before anything was paused.
+    StoppedBeforePause { signal: &'static str },
+    /// The paused phase failed; the cluster is being resumed.
+    FailedWhilePaused { error: String },
+    /// The cluster runs again.
+    Resumed { downtime_s: f64 },
+    /// The snapshot exists, but resuming failed.
+    CommittedButNotResumed { snapshot: SnapshotId },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AlreadyPaused => {
+                f.write_str("the cluster is already paused: it will be left paused")
+            }
+            Self::NoPrecopy => f.write_str(
+                "no pre-copy (--precopy-rounds 0): the whole delta is copied while paused",
+            ),
+            Self::PrecopyRound(r) => write!(
+                f,
+                "pre-copy round {} (cluster running): {} of {} objects read ({}) in {:.1}s; paused phase predicted at {:.1}s",
+                r.round,
+                r.objects_read,
+                r.objects,
+                human_bytes(r.bytes_read),
+                r.seconds,
+                r.predicted_downtime_s
+            ),
+            Self::Pausing { method } => write!(f, "pausing the cluster ({method})"),
+            Self::Paused {
+                seconds,
+                resume_commands,
+            } => write!(
+                f,
+                "cluster paused in {seconds:.1}s; if haul is killed, resume it by hand with: {}",
+                resume_commands.join(" && ")
+            ),
+            Self::StoppedBeforePause { signal } => write!(
+                f,
+                "{signal}: stopping; the cluster was not paused and nothing was committed"
+            ),
+            Self::FailedWhilePaused { error } => write!(
+                f,
+                "backup failed ({error}); nothing was committed; resuming the cluster"
+            ),
+            Self::Resumed { downtime_s } => {
+                write!(f, "cluster resumed; it was paused for {downtime_s:.1}s")
+            }
+            Self::CommittedButNotResumed { snapshot } => write!(
+                f,
+                "snapshot {snapshot} IS committed, but the cluster could not be resumed"
+            ),
+        }
+    }
+}
+
+/// Where a procedure sends its events.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event);
+}
+
+impl<F: Fn(Event) + Send + Sync> EventSink for F {
+    fn emit(&self, event: Event) {
+        self(event)
+    }
+}
+
+/// Drops every event (for callers with nobody to tell).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl EventSink for Quiet {
+    fn emit(&self, _: Event) {}
+}
