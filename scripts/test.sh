@@ -47,6 +47,8 @@ trap 'on_signal INT 130' INT
 trap 'on_signal TERM 143' TERM
 
 bash "$services" start
+# The tests must find every service: a missing one fails instead of skipping.
+export HAUL_TEST_REQUIRE_SERVICES=1
 # Export the connection settings for the tests (and anything they spawn).
 # (Assign first: a failing `env` then stops us via set -e; a bare
 # eval "$(...)" would swallow the error.)
@@ -59,7 +61,7 @@ run_tests() {
         echo "[test] running HAUL_TEST_CMD: $HAUL_TEST_CMD $*" >&2
         bash -c "$HAUL_TEST_CMD" haul-test-cmd "$@"
     else
-        cargo test --workspace "$@"
+        cargo test --locked --workspace "$@"
     fi
 }
 # Run the tests as a background job in their own process group (set -m) and

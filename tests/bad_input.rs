@@ -4,7 +4,7 @@ use crate::common::{Haul, S3, keys, noise, put};
 
 #[tokio::test]
 async fn repository_overlapping_the_source_is_refused() {
-    let s3 = S3::from_env();
+    let Some(s3) = S3::from_env() else { return };
     let b = s3.bucket("overlap");
     put(&*s3.store(&b), "data/x", noise(10, 1)).await;
     for (source, repo) in [
@@ -51,7 +51,7 @@ fn unknown_scheme_and_malformed_urls_are_refused() {
 
 #[tokio::test]
 async fn missing_bucket_wrong_credentials_and_non_repositories() {
-    let s3 = S3::from_env();
+    let Some(s3) = S3::from_env() else { return };
     let repo_bucket = s3.bucket("errs");
     let repo = format!("s3://{repo_bucket}/repo");
     s3.haul().run(["init", &repo]).ok();

@@ -31,7 +31,7 @@ fn num(v: &serde_json::Value, k: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_backup_change_backup_restore_refresh_verify() {
-    let s3 = S3::from_env();
+    let Some(s3) = S3::from_env() else { return };
     let src_bucket = s3.bucket("src");
     let repo_bucket = s3.bucket("repo");
     let src = s3.store(&src_bucket);
@@ -307,7 +307,7 @@ fn local_backup_and_restore_round_trip() {
 /// (`payload = "signed"`, not the default) and read back whole.
 #[tokio::test]
 async fn s3_settings_from_config_file_and_aws_profile() {
-    let s3 = S3::from_env();
+    let Some(s3) = S3::from_env() else { return };
     let src_bucket = s3.bucket("cfgsrc");
     let repo_bucket = s3.bucket("cfgrepo");
     put(&*s3.store(&src_bucket), "chunk/a.0", noise(3000, 1)).await;
@@ -395,7 +395,7 @@ async fn s3_settings_from_config_file_and_aws_profile() {
 /// `restore --dry-run` prints the plan and changes nothing.
 #[tokio::test]
 async fn restore_dry_run_changes_nothing() {
-    let s3 = S3::from_env();
+    let Some(s3) = S3::from_env() else { return };
     let src_bucket = s3.bucket("drysrc");
     let src = s3.store(&src_bucket);
     put(&*src, "chunk/a.0", noise(3000, 1)).await;

@@ -24,13 +24,34 @@ fn need(var: &str) -> String {
     })
 }
 
+/// A test's service, when its variable is set. A plain `cargo test` (no
+/// services) skips the test, saying so on stderr past libtest's capture;
+/// under `scripts/test.sh` (`HAUL_TEST_REQUIRE_SERVICES=1`) a missing
+/// service is a failure, so CI can never skip silently.
+fn service(var: &str, what: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    if std::env::var_os("HAUL_TEST_REQUIRE_SERVICES").is_some() {
+        need(var);
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: needs {what} ({var} is unset; `bash scripts/test.sh` starts the services and runs everything)"
+    );
+    None
+}
+
 impl S3 {
-    pub fn from_env() -> Self {
-        Self {
-            endpoint: need("HAUL_TEST_S3_ENDPOINT"),
+    /// The test S3 server, or `None` (the test skips) without one.
+    pub fn from_env() -> Option<Self> {
+        Some(Self {
+            endpoint: service("HAUL_TEST_S3_ENDPOINT", "the S3 server (SeaweedFS)")?,
             key: need("HAUL_TEST_S3_ACCESS_KEY"),
             secret: need("HAUL_TEST_S3_SECRET_KEY"),
-        }
+        })
     }
 
     /// Creates a fresh, uniquely named bucket.
@@ -234,8 +255,9 @@ pub struct Pg {
 }
 
 impl Pg {
-    pub fn from_env() -> Self {
-        let url = need("HAUL_TEST_PG_URL");
+    /// The test PostgreSQL server, or `None` (the test skips) without one.
+    pub fn from_env() -> Option<Self> {
+        let url = service("HAUL_TEST_PG_URL", "PostgreSQL")?;
         let rest = url
             .strip_prefix("postgresql://")
             .unwrap_or_else(|| panic!("HAUL_TEST_PG_URL={url} is not a postgresql:// URL"));
@@ -244,11 +266,11 @@ impl Pg {
         let (host, port) = hostport
             .rsplit_once(':')
             .expect("HAUL_TEST_PG_URL has a port");
-        Self {
+        Some(Self {
             base: format!("postgresql://{authority}"),
             host: host.to_owned(),
             port: port.parse().expect("port"),
-        }
+        })
     }
 
     /// The URL of database `db` as the superuser.

@@ -176,8 +176,8 @@ fn file_repo(dir: &Path) -> String {
 /// which are then equal to the originals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pachyderm_round_trip_bucket_and_databases() {
-    let s3 = S3::from_env();
-    let pg = Pg::from_env();
+    let Some(s3) = S3::from_env() else { return };
+    let Some(pg) = Pg::from_env() else { return };
     let pach = pg.create_db("pach").await;
     let dex = pg.create_db("dex").await;
     pachyderm_like(&pg, &pach, 3000).await;
@@ -271,7 +271,7 @@ async fn pachyderm_round_trip_bucket_and_databases() {
 /// and the second snapshot still restores to exactly the changed database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_dump_after_a_small_change_uploads_little() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let db = pg.create_db("dedup").await;
@@ -339,7 +339,7 @@ async fn second_dump_after_a_small_change_uploads_little() {
 /// one transaction; a restore that fails leaves the target as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_empty_targets_clean_and_failed_restores() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let src = pg.create_db("dex_src").await;
@@ -419,7 +419,7 @@ async fn non_empty_targets_clean_and_failed_restores() {
 /// and the roles captured with --db-globals make the owners come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owners_roles_and_no_owner() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let role = Pg::unique("owner");
@@ -551,7 +551,7 @@ async fn owners_roles_and_no_owner() {
 /// clear errors, and none commits a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_unreachable_servers_and_missing_databases() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let user = Pg::unique("pw");
@@ -666,7 +666,7 @@ fn real(tool: &str) -> String {
 /// anything is written, saying which versions and what to install.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_programs_missing_or_too_old() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let db = pg.create_db("tools").await;
@@ -748,7 +748,7 @@ async fn client_programs_missing_or_too_old() {
 /// short, complete stream) fails the backup, which commits nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_pg_dump_commits_no_snapshot() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let db = pg.create_db("killed").await;
@@ -807,7 +807,7 @@ async fn killed_pg_dump_commits_no_snapshot() {
 /// difference is reported by table and exits 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_count_differences_are_reported() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let db = pg.create_db("counts").await;
@@ -860,7 +860,7 @@ async fn row_count_differences_are_reported() {
 /// without a root certificate is refused with a sentence saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_modes() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let c = pg.client("postgres").await;
     let ssl: String = c.query_one("SHOW ssl", &[]).await.unwrap().get(0);
     assert_eq!(
@@ -945,7 +945,7 @@ fn help_teaches_databases() {
 /// restore needs a target and a database the snapshot has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_runs_plans_and_names() {
-    let pg = Pg::from_env();
+    let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
     let db = pg.create_db("names").await;
