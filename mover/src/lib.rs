@@ -14,6 +14,7 @@
 //!   bucket_backup   source listing × parent manifest ─▶ read only what changed ─▶ chunks + segments
 //!   bucket_restore  snapshot × target listing ─▶ plan ─▶ copy only missing/different (verified)
 //!   verify          every referenced chunk exists / reads back with the right hash
+//!   faults          test support: a store wrapper that fails, cuts short or stalls chosen requests
 //! ```
 //!
 //! Async tasks do I/O; blake3 and zstd run on blocking threads through
@@ -24,6 +25,7 @@ pub mod bucket_backup;
 pub mod bucket_restore;
 mod engine;
 mod error;
+pub mod faults;
 mod limits;
 pub mod listing;
 pub mod location;
