@@ -32,6 +32,7 @@ use object_store::{ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
 use crate::listing::{self, Listed};
+use crate::multipart::MultipartGuard;
 use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
 /// The plan of a restore.
@@ -509,15 +510,19 @@ async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> 
             .map_err(|e| MoverError::store("write", &url, e));
     }
 
+    // From here on the guard aborts the upload on any way out but `complete`:
+    // an error below, or this future dropped (a sibling failed, the task was
+    // aborted). Never a half-written object or an orphaned upload behind.
     let mut upload = {
         let _r = engine.request().await;
-        target
+        let started = target
             .store
             .put_multipart(&path)
             .await
-            .map_err(|e| MoverError::store("start an upload of", &url, e))?
+            .map_err(|e| MoverError::store("start an upload of", &url, e))?;
+        MultipartGuard::new(started, &url)
     };
-    let result = async {
+    let sent = async {
         let mut chunks = std::pin::pin!(chunks);
         let mut in_flight = FuturesUnordered::new();
         let mut part: Vec<Bytes> = Vec::new();
@@ -552,18 +557,180 @@ async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> 
         }
         check_size(entry, total)?;
         while in_flight.try_next().await?.is_some() {}
-        let _r = engine.request().await;
-        upload
-            .complete()
-            .await
-            .map_err(|e| MoverError::store("complete the upload of", &url, e))
+        Ok(())
     }
     .await;
-    if result.is_err() {
-        // Never leave a half-written object or an orphaned upload behind.
-        if let Err(e) = upload.abort().await {
-            tracing::warn!("could not abort the upload of {url}: {e}");
+    if let Err(e) = sent {
+        if let Err(abort) = upload.abort().await {
+            tracing::warn!("could not abort the upload of {url}: {abort}");
+        }
+        return Err(e);
+    }
+    let _r = engine.request().await;
+    // A failed complete is aborted by the guard before it returns.
+    upload
+        .complete()
+        .await
+        .map_err(|e| MoverError::store("complete the upload of", &url, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use haul_manifest::FORMAT_VERSION;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    use super::*;
+    use crate::faults::{Faults, FaultyStore, Op, Stall, Uploads};
+    use crate::{Engine, Limits, StoreConfig, StoreUrl, new_snapshot_id};
+
+    /// Large enough for three parts: two 8 MiB chunks, then 2 MiB.
+    const BIG: usize = 18 << 20;
+
+    /// Deterministic incompressible bytes.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&seed.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// A repository holding a snapshot of `big` (multipart) and `small` (one
+    /// PUT), and an empty target behind a [`FaultyStore`] with `faults`.
+    async fn setup(
+        name: &str,
+        faults: Faults,
+    ) -> (Repository, Snapshot, Location, Arc<FaultyStore>) {
+        let cfg = StoreConfig::default();
+        let open = |what: &str| {
+            cfg.open(
+                &StoreUrl::parse(&format!("memory://{name}-{what}")).unwrap(),
+                true,
+            )
+            .unwrap()
+        };
+        let src = open("src");
+        for (key, data) in [("big", noise(BIG, 1)), ("small", noise(1000, 2))] {
+            src.store
+                .put(&src.path(key), PutPayload::from(data))
+                .await
+                .unwrap();
+        }
+        // Anything above 1 MiB goes multipart, in parts of S3's smallest size.
+        let limits = Limits {
+            multipart_threshold: 1 << 20,
+            part_size: 5 << 20,
+            ..Limits::default()
+        };
+        let repo = Repository::init(open("repo"), Engine::new(limits))
+            .await
+            .unwrap();
+        let backed_up = crate::backup::backup(&repo, &src, None).await.unwrap();
+        let snapshot = Snapshot {
+            version: FORMAT_VERSION,
+            id: new_snapshot_id().unwrap(),
+            time: Utc::now(),
+            parent: None,
+            tool: "test".into(),
+            hostname: None,
+            bucket: Some(backed_up.record),
+            databases: Vec::new(),
+            globals: None,
+            helm_values: None,
+            phases: Vec::new(),
+            labels: Default::default(),
+        };
+        let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), faults));
+        let target = Location::from_store(
+            StoreUrl::parse(&format!("memory://{name}-target")).unwrap(),
+            faulty.clone(),
+            Path::default(),
+        );
+        (repo, snapshot, target, faulty)
+    }
+
+    async fn restore(repo: &Repository, snapshot: &Snapshot, target: Location) -> Result<()> {
+        let r = Restore::new(repo, snapshot, target).await?;
+        let plan = r.plan().await?;
+        r.execute(&RestoreOptions::default(), &plan).await?;
+        Ok(())
+    }
+
+    /// Waits up to 10 s (real time) for `done`.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{what} did not happen within 10 s");
+    }
+
+    fn ended(completed: u64, aborted: u64) -> Uploads {
+        Uploads {
+            started: 1,
+            completed,
+            aborted,
         }
     }
-    result
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restored_upload_is_completed_and_nothing_is_aborted() {
+        let (repo, snap, target, store) = setup("mp-ok", Faults::new()).await;
+        restore(&repo, &snap, target).await.unwrap();
+        assert_eq!(store.uploads(), ended(1, 0));
+        assert_eq!((store.count(Op::PutPart), store.count(Op::Abort)), (3, 0));
+        let big = store.get(&Path::from("big")).await.unwrap().bytes().await;
+        assert_eq!(big.unwrap().as_ref(), noise(BIG, 1).as_slice());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_part_aborts_the_upload() {
+        let (repo, snap, target, store) =
+            setup("mp-part", Faults::new().fail(Op::PutPart, 2)).await;
+        let err = restore(&repo, &snap, target).await.unwrap_err();
+        assert!(
+            crate::error_chain(&err).contains("upload a part of"),
+            "{err}"
+        );
+        assert_eq!(store.uploads(), ended(0, 1));
+        assert!(store.head(&Path::from("big")).await.is_err(), "no object");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_complete_aborts_the_upload() {
+        let (repo, snap, target, store) =
+            setup("mp-complete", Faults::new().fail(Op::Complete, 1)).await;
+        let err = restore(&repo, &snap, target).await.unwrap_err();
+        assert!(
+            crate::error_chain(&err).contains("complete the upload of"),
+            "{err}"
+        );
+        assert_eq!(store.uploads(), ended(0, 1));
+    }
+
+    /// The restore is dropped while a part hangs (as when a sibling fails or
+    /// the command is interrupted): no error path runs, the guard aborts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_dropped_mid_upload_aborts_the_upload() {
+        let (repo, snap, target, store) = setup(
+            "mp-drop",
+            Faults::new().stall(Op::PutPart, 2, Stall::Forever),
+        )
+        .await;
+        let task = tokio::spawn(async move { restore(&repo, &snap, target).await });
+        eventually("the second part", || store.count(Op::PutPart) >= 2).await;
+        assert_eq!(store.uploads().open(), 1);
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        eventually("the abort", || store.uploads().aborted == 1).await;
+        assert_eq!(store.uploads(), ended(0, 1));
+    }
 }

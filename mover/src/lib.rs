@@ -13,6 +13,7 @@
 //!   repo            the repository: chunks (written once), segments, snapshots, runs
 //!   bucket_backup   source listing × parent manifest ─▶ read only what changed ─▶ chunks + segments
 //!   bucket_restore  snapshot × target listing ─▶ plan ─▶ copy only missing/different (verified)
+//!   multipart       a multipart upload that is aborted on every way out but `complete`
 //!   verify          every referenced chunk exists / reads back with the right hash
 //!   faults          test support: a store wrapper that fails, cuts short or stalls chosen requests
 //! ```
@@ -30,6 +31,7 @@ mod limits;
 pub mod listing;
 pub mod location;
 pub mod merge;
+pub mod multipart;
 mod repo;
 pub mod verify;
 

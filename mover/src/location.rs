@@ -561,6 +561,14 @@ impl fmt::Debug for Location {
 }
 
 impl Location {
+    /// A location over a store opened elsewhere: a wrapped store, such as
+    /// the fault-injecting one of tests ([`crate::faults`]). `url` names it
+    /// in messages and overlap checks, and its scheme says how it is listed:
+    /// a `file://` location is walked on disk, not listed through `store`.
+    pub fn from_store(url: StoreUrl, store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        Self { url, store, prefix }
+    }
+
     /// The store path of an object key relative to this location, taken
     /// verbatim: `Path::from` would percent-encode non-ASCII and some
     /// punctuation, silently addressing another object. Keys with empty,
