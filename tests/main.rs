@@ -11,3 +11,4 @@ mod cluster_rig;
 mod common;
 mod conformance;
 mod db;
+mod golden;
