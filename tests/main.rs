@@ -1,7 +1,8 @@
 //! haul's one integration-test binary. Tests drive the real `haul` binary
 //! against a real S3 server (SeaweedFS on 127.0.0.1), local files and
 //! memory. Start the services with `bash scripts/test.sh`, which runs this
-//! suite; run alone, the S3 tests fail with a message saying so.
+//! suite; run alone, the S3 tests fail with a message saying so. The
+//! damaged-repository fixtures (`fixtures`) need no service.
 
 mod bad_input;
 mod bucket_e2e;
@@ -11,4 +12,5 @@ mod cluster_rig;
 mod common;
 mod conformance;
 mod db;
+mod fixtures;
 mod golden;
