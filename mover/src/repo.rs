@@ -221,7 +221,9 @@ impl Repository {
             })
             .await?;
         if self.listed.get().is_some() {
-            return Ok(false);
+            // Everything is known: the repository was empty, or another task
+            // listed every chunk after this one looked at `known` above.
+            return Ok(self.known_chunks().contains(id));
         }
         let allowed =
             (self.engine.limits.head_checks).max(self.expected_chunks.load(Ordering::Relaxed) / 20);
