@@ -631,7 +631,9 @@ mod tests {
         let repo = Repository::init(open("repo"), Engine::new(limits))
             .await
             .unwrap();
-        let backed_up = crate::backup::backup(&repo, &src, None).await.unwrap();
+        let backed_up = crate::bucket_backup::backup(&repo, &src, None)
+            .await
+            .unwrap();
         let snapshot = Snapshot {
             version: FORMAT_VERSION,
             id: new_snapshot_id().unwrap(),
