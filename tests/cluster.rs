@@ -193,7 +193,9 @@ async fn two_phase_backup_pauses_only_for_the_delta_and_restores_consistently() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let haul = c.haul();
+    // The dumps start 2 s after their snapshots were exported, so they run
+    // (and end) after the resume while the writer keeps writing.
+    let haul = c.haul().env("HAUL_FAILPOINTS", "dump=sleep:2");
     let args = c.backup_args(&[]);
     let run = tokio::task::spawn_blocking(move || haul.run(args))
         .await
@@ -230,13 +232,35 @@ async fn two_phase_backup_pauses_only_for_the_delta_and_restores_consistently() 
         "check",
         "precopy-1",
         "pause",
+        "export",
         "final-copy",
+        "resume",
         "dump",
         "commit",
-        "resume",
     ] {
         phase(&r, p);
     }
+    // Only the pause, the snapshots' export, the final pass and the resume
+    // keep the cluster paused; they add up to the downtime. The dumps ran on.
+    let paused: Vec<&serde_json::Value> = r["phases"]
+        .as_array()
+        .expect("phases")
+        .iter()
+        .filter(|p| p["paused"] == true)
+        .collect();
+    let names: Vec<&str> = paused.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pause", "export", "final-copy", "resume"], "{r:#}");
+    let paused_s: f64 = paused.iter().map(|p| p["seconds"].as_f64().unwrap()).sum();
+    let downtime = r["downtime_s"].as_f64().expect("downtime");
+    assert!(
+        paused_s <= downtime + 1e-6 && paused_s > downtime - 0.5,
+        "paused phases {paused_s}s against downtime {downtime}s: {r:#}"
+    );
+    assert_eq!(phase(&r, "dump")["paused"], false);
+    assert!(
+        phase(&r, "dump")["seconds"].as_f64().unwrap() >= 2.0,
+        "the dumps ended after the resume: {r:#}"
+    );
     assert!(
         report.skipped_while_paused > 0,
         "the writer never saw the pause"
@@ -308,8 +332,15 @@ async fn two_phase_backup_pauses_only_for_the_delta_and_restores_consistently() 
     // Writes are atomic with the pause: every object has its row.
     let orphans: Vec<_> = present.difference(&referenced).collect();
     assert!(orphans.is_empty(), "objects without rows: {orphans:?}");
-    // The snapshot froze the database: rows written after the resume are not in it.
-    assert!(referenced.len() <= report.rows + 300);
+    // The snapshot froze the database at the pause: the rows written after
+    // the resume, while the dumps still ran, are not in it.
+    let seeded = 300;
+    assert!(
+        referenced.len() < seeded + report.rows,
+        "{} rows restored of {seeded} seeded and {} written",
+        referenced.len(),
+        report.rows
+    );
     let dex_rows: i64 =
         c.pg.client(&new_dex)
             .await
@@ -328,7 +359,8 @@ async fn the_cluster_is_resumed_after_a_failure_in_any_phase() {
         return;
     };
     // (failpoint, kubectl call made to fail, pause timeout, expected stderr, pauses?)
-    let cases: [(&str, &str, &str, &str, bool); 6] = [
+    // `dump` and `commit` fail after the resume: the cluster runs again by then.
+    let cases: [(&str, &str, &str, &str, bool); 7] = [
         ("precopy", "", "5m", "failure injected at precopy", false),
         (
             "",
@@ -339,6 +371,7 @@ async fn the_cluster_is_resumed_after_a_failure_in_any_phase() {
         ),
         ("paused", "", "5m", "failure injected at paused", true),
         ("paused=panic", "", "5m", "panic", true),
+        ("dump", "", "5m", "failure injected at dump", true),
         ("commit", "", "5m", "failure injected at commit", true),
         ("", "", "1s", "did not pause within 1s", true),
     ];
@@ -365,12 +398,16 @@ async fn the_cluster_is_resumed_after_a_failure_in_any_phase() {
             run.stderr
         );
         assert_eq!(c.scaled_down(), pauses, "case {failpoint:?}/{fail_call:?}");
-        if pauses {
+        let after_resume = matches!(failpoint, "dump" | "commit");
+        if pauses && !after_resume {
             assert!(
                 run.stderr.contains("resuming the cluster"),
                 "{}",
                 run.stderr
             );
+        }
+        if after_resume {
+            assert!(run.stderr.contains("cluster resumed"), "{}", run.stderr);
         }
         assert_eq!(
             snapshot_count(c.s3.haul(), &c.repo),
@@ -410,13 +447,14 @@ async fn a_failed_resume_is_loud_and_exits_4() {
     assert_eq!(snapshot_count(c.s3.haul(), &c.repo), 1);
 }
 
-/// (b): SIGINT and SIGTERM in the paused phase resume the cluster first.
+/// (b): SIGINT, SIGTERM, SIGHUP (a dropped SSH session) and SIGQUIT in the
+/// paused phase resume the cluster first, then exit 128 + the signal.
 #[tokio::test(flavor = "multi_thread")]
 async fn signals_in_the_paused_phase_resume_the_cluster() {
     let Some(base) = Cluster::new("signals", 10).await else {
         return;
     };
-    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129), ("QUIT", 131)] {
         let c = base.with_new_rig();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
         cmd.args(c.backup_args(&[]))

@@ -26,6 +26,9 @@ pub enum PhaseKind {
     Precopy(u32),
     /// Scaling the cluster down (or `pachctl enterprise pause`) until it is paused.
     Pause,
+    /// Exporting each database's MVCC snapshot while paused: the moment
+    /// the dumps show, however long they run after the resume.
+    Export,
     /// The bucket pass while paused.
     FinalCopy,
     /// The database dumps (together).
@@ -57,6 +60,7 @@ impl fmt::Display for PhaseKind {
             Self::Copy => f.write_str("copy"),
             Self::Precopy(n) => write!(f, "precopy-{n}"),
             Self::Pause => f.write_str("pause"),
+            Self::Export => f.write_str("export"),
             Self::FinalCopy => f.write_str("final-copy"),
             Self::Dump => f.write_str("dump"),
             Self::Commit => f.write_str("commit"),
@@ -76,6 +80,7 @@ impl FromStr for PhaseKind {
             "check" => Self::Check,
             "copy" => Self::Copy,
             "pause" => Self::Pause,
+            "export" => Self::Export,
             "final-copy" => Self::FinalCopy,
             "dump" => Self::Dump,
             "commit" => Self::Commit,
@@ -116,6 +121,11 @@ pub struct Phase {
     /// it; what a prediction scales listing time by). Zero otherwise.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub listed: u64,
+    /// Whether the cluster was paused during this phase: the paused phases
+    /// of a run are sequential and add up to its downtime. (Records of
+    /// older runs say nothing: false.)
+    #[serde(default)]
+    pub paused: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -131,6 +141,15 @@ impl Phase {
             objects: 0,
             bytes: 0,
             listed: 0,
+            paused: false,
+        }
+    }
+
+    /// The same phase, marked as spent with the cluster paused.
+    pub fn while_paused(self) -> Self {
+        Self {
+            paused: true,
+            ..self
         }
     }
 }
@@ -193,6 +212,7 @@ mod tests {
             "precopy-1",
             "precopy-12",
             "pause",
+            "export",
             "final-copy",
             "dump",
             "commit",

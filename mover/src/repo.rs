@@ -72,14 +72,18 @@ impl std::ops::Deref for Repository {
 ///
 /// The task starts at once, not when the returned future is first polled,
 /// and is aborted if that future is dropped (a failed pipeline stops its work).
-pub fn spawned<T: Send + 'static>(
-    fut: impl std::future::Future<Output = Result<T>> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+pub fn spawned<T, E>(
+    fut: impl std::future::Future<Output = std::result::Result<T, E>> + Send + 'static,
+) -> impl std::future::Future<Output = std::result::Result<T, E>> + Send + 'static
+where
+    T: Send + 'static,
+    E: From<MoverError> + Send + 'static,
+{
     let mut task = AbortOnDrop(tokio::spawn(fut));
     async move {
         (&mut task.0)
             .await
-            .map_err(|e| MoverError::Task(e.to_string()))?
+            .map_err(|e| E::from(MoverError::Task(e.to_string())))?
     }
 }
 

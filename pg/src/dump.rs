@@ -5,13 +5,17 @@
 //! (`pg_export_snapshot()`), pg_dump adopts it (`--snapshot`), and the same
 //! transaction counts every table while pg_dump runs; it stays open until
 //! pg_dump exits, as the exported snapshot requires.
-
-use std::time::Instant;
+//!
+//! The two steps are apart ([`Prepared::export`], then [`Exported::dump`])
+//! so that a paused cluster need only wait for the export: the moment the
+//! snapshot is exported is the moment the dump shows, however long pg_dump
+//! runs after the cluster has resumed.
 
 use haul_manifest::DatabaseRecord;
 use haul_mover::Repository;
 use serde::Serialize;
-use tokio_postgres::{Client, IsolationLevel};
+use tokio::time::Instant;
+use tokio_postgres::Client;
 
 use crate::config::PgConn;
 use crate::conn;
@@ -138,16 +142,81 @@ impl Prepared {
         })
     }
 
-    /// Dumps into the repository. Returns the record for the snapshot root;
-    /// nothing is committed here.
+    /// Fixes the moment the dump will show: opens a read-only REPEATABLE
+    /// READ transaction and exports its snapshot. Takes milliseconds.
+    pub async fn export(self) -> Result<Exported> {
+        let (name, server) = (self.source.name.clone(), self.source.conn.server());
+        let q = |what: &'static str| {
+            let (name, server) = (name.clone(), server.clone());
+            move |source| PgError::Query {
+                name,
+                server,
+                what: what.to_owned(),
+                source,
+            }
+        };
+        // A plain BEGIN on the client (not a borrowed Transaction) so the
+        // exported snapshot can outlive this call, held by `Exported`.
+        self.client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(q("starting the snapshot transaction"))?;
+        let snapshot: String = self
+            .client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(q("exporting the snapshot"))?
+            .get(0);
+        Ok(Exported {
+            prepared: self,
+            snapshot,
+            exported: Instant::now(),
+        })
+    }
+
+    /// Exports the snapshot and dumps at once (a backup that pauses nothing).
     pub async fn dump(
-        mut self,
+        self,
         repo: &Repository,
         limits: &DbLimits,
     ) -> Result<(DatabaseRecord, DbBackupReport)> {
-        let t0 = Instant::now();
-        let name = self.source.name.clone();
-        let conn = self.source.conn.clone();
+        self.export().await?.dump(repo, limits).await
+    }
+}
+
+/// A database whose snapshot is exported: the transaction holding it stays
+/// open until [`Exported::dump`] has finished.
+#[derive(Debug)]
+pub struct Exported {
+    prepared: Prepared,
+    /// The id pg_dump imports (`--snapshot`).
+    snapshot: String,
+    /// When the snapshot was exported: the dump's duration counts from here.
+    exported: Instant,
+}
+
+impl Exported {
+    /// The operator's name for the database.
+    pub fn name(&self) -> &str {
+        &self.prepared.source.name
+    }
+
+    /// Dumps into the repository, as of the exported snapshot, and counts
+    /// every table in it. Returns the record for the snapshot root; nothing
+    /// is committed here.
+    pub async fn dump(
+        self,
+        repo: &Repository,
+        limits: &DbLimits,
+    ) -> Result<(DatabaseRecord, DbBackupReport)> {
+        let t0 = self.exported;
+        let Exported {
+            prepared: this,
+            snapshot,
+            ..
+        } = self;
+        let name = this.source.name.clone();
+        let conn = this.source.conn.clone();
         let server = conn.server();
         let q = |what: &str| {
             let (name, server, what) = (name.clone(), server.clone(), what.to_owned());
@@ -158,32 +227,18 @@ impl Prepared {
                 source,
             }
         };
-        let tx = self
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(q("starting the snapshot transaction"))?;
-        let snapshot: String = tx
-            .query_one("SELECT pg_export_snapshot()", &[])
-            .await
-            .map_err(q("exporting the snapshot"))?
-            .get(0);
-
         let mut args: Vec<String> = DUMP_OPTIONS.iter().map(|s| (*s).to_owned()).collect();
         args.push(format!("--snapshot={snapshot}"));
         // Never prompt for a password on a terminal: fail instead.
         args.push("--no-password".into());
-        let cmd = conn.command(&self.tool.path, &args);
+        let cmd = conn.command(&this.tool.path, &args);
         let what = format!("pg_dump of {name}");
         let (mut run, stdout) =
             Running::spawn_reading(cmd, "pg_dump", &name, conn.password.clone(), &what)?;
 
         let counting = async {
-            let list = tables::list(&tx, &name, &server).await?;
-            tables::count(&tx, &list, &name, &server).await
+            let list = tables::list(&this.client, &name, &server).await?;
+            tables::count(&this.client, &list, &name, &server).await
         };
         // The exit status decides as soon as it is known: a killed pg_dump
         // leaves a truncated stream that looks complete.
@@ -196,14 +251,15 @@ impl Prepared {
         };
         let (stored, (), counts) =
             futures::try_join!(stream::store(repo, stdout, limits, &what), exited, counting)?;
-        tx.commit()
+        this.client
+            .batch_execute("COMMIT")
             .await
             .map_err(q("ending the snapshot transaction"))?;
 
         let record = DatabaseRecord {
             name: name.clone(),
             database: conn.dbname.clone(),
-            server_version: self.server_version.clone(),
+            server_version: this.server_version.clone(),
             format: "custom".into(),
             options: DUMP_OPTIONS.iter().map(|s| (*s).to_owned()).collect(),
             chunks: stored.chunks.clone(),
@@ -211,14 +267,14 @@ impl Prepared {
             hash: stored.hash,
             tables: counts,
             url: conn.display_url(),
-            pg_dump_version: self.tool.version.text.clone(),
+            pg_dump_version: this.tool.version.text.clone(),
         };
         let report = DbBackupReport {
             name,
             database: conn.dbname.clone(),
             url: conn.display_url(),
-            server_version: self.server_version.clone(),
-            pg_dump_version: self.tool.version.text.clone(),
+            server_version: this.server_version.clone(),
+            pg_dump_version: this.tool.version.text.clone(),
             bytes: stored.bytes,
             bytes_uploaded: stored.bytes_uploaded,
             chunks: stored.chunks.len() as u64,

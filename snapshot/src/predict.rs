@@ -7,8 +7,10 @@
 //!   seconds, `a` and `b` fitted by least squares over past passes;
 //! - while the cluster runs, the bucket changes at `r` bytes per second,
 //!   measured as what round k found changed over the time round k-1 took;
-//! - the paused phase is `pause + max(final pass, dumps) + commit + resume`,
-//!   the final pass copying what changed during the last pre-copy round.
+//! - the paused phase is `pause + export + final pass + resume`, the final
+//!   pass copying what changed during the last pre-copy round. The dumps
+//!   and the commit run after the resume (only the export of each
+//!   database's snapshot is paused), so neither counts.
 //!
 //! Pre-copy rounds repeat like the rounds of a live VM migration: each one
 //! copies what changed during the previous one, so with `r·b < 1` they
@@ -36,9 +38,8 @@ pub struct Model {
     pub per_byte_s: f64,
     pub pause_s: f64,
     pub resume_s: f64,
-    pub commit_s: f64,
-    /// The longest database dump (they run concurrently with the final pass).
-    pub dump_s: f64,
+    /// Exporting the databases' snapshots (all of them, concurrently).
+    pub export_s: f64,
     /// Bytes per second the bucket changed while the cluster ran, if measured.
     pub change_bps: Option<f64>,
     /// Past bucket passes the costs were fitted on (0: defaults).
@@ -82,8 +83,7 @@ impl Model {
             } else {
                 0.0
             },
-            commit_s: seconds_of(PhaseKind::Commit).unwrap_or(0.0),
-            dump_s: seconds_of(PhaseKind::Dump).unwrap_or(0.0),
+            export_s: seconds_of(PhaseKind::Export).unwrap_or(0.0),
             change_bps: median(runs.iter().filter_map(|r| r.stats.change_bps).collect()),
             samples: 0,
             passes: Vec::new(),
@@ -156,10 +156,7 @@ impl Model {
 
     /// Seconds the cluster is paused when the final pass reads `bytes`.
     pub fn paused_seconds(&self, listed: u64, bytes: f64) -> f64 {
-        self.pause_s
-            + self.pass_seconds(listed, bytes).max(self.dump_s)
-            + self.commit_s
-            + self.resume_s
+        self.pause_s + self.export_s + self.pass_seconds(listed, bytes) + self.resume_s
     }
 }
 
@@ -340,6 +337,7 @@ mod tests {
             objects: 0,
             bytes,
             listed,
+            paused: false,
         }
     }
 

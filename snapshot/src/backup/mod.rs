@@ -50,11 +50,23 @@ async fn plain(req: &BackupRequest<'_>) -> Result<BackupReport> {
     let dbs = std::mem::take(&mut staged.dbs);
     let globals = staged.globals.take();
     let parent_bucket = staged.parent.as_ref().and_then(|p| p.bucket.clone());
-    let copied =
-        stages::copy_and_dump(req, dbs, globals, parent_bucket.as_ref(), PhaseKind::Copy).await?;
+    // The bucket pass while the databases are dumped.
+    let t_export = tokio::time::Instant::now();
+    let exported = stages::export(dbs).await?;
+    let dumps = stages::dump_all(
+        req.repo.clone(),
+        exported,
+        globals,
+        req.db_limits.clone(),
+        t_export,
+    );
+    let (pass, dumped) = futures::try_join!(
+        stages::bucket_pass(req, parent_bucket.as_ref(), PhaseKind::Copy),
+        dumps
+    )?;
     let mut phases = staged.phases.clone();
-    phases.extend(copied.phases.iter().cloned());
-    let report = stages::commit(req, &staged, copied, phases).await?;
+    phases.extend(pass.phase.iter().chain(&dumped.phase).cloned());
+    let report = stages::commit(req, &staged, pass, dumped, phases).await?;
     stages::record_run(req.repo, &report, staged.started).await;
     Ok(report)
 }

@@ -11,9 +11,9 @@ use haul_manifest::{
 };
 use haul_mover::bucket_backup::{self as bucket, BackupStats};
 use haul_mover::{Location, Repository};
-use haul_pg::dump::{self, Prepared};
+use haul_pg::dump::{self, Exported, Prepared};
 use haul_pg::globals::{self, GlobalsBackupReport, PreparedGlobals};
-use haul_pg::{DbBackupReport, DbSource, PgError, tools};
+use haul_pg::{DbBackupReport, DbLimits, DbSource, PgError, tools};
 use tokio::time::Instant;
 
 use super::report::{BackupReport, BackupRequest};
@@ -119,88 +119,91 @@ pub(crate) async fn stage(req: &BackupRequest<'_>) -> Result<Staged> {
     })
 }
 
-/// The bucket pass and the dumps, run together.
-pub(crate) struct Copied {
+/// A bucket pass: what it read and the record the snapshot root takes.
+pub(crate) struct Pass {
     pub stats: BackupStats,
     pub bucket: Option<BucketRecord>,
+    /// The pass's phase (none without a source).
+    pub phase: Option<Phase>,
+}
+
+/// Lists the source and copies what changed against `base` (nothing without
+/// a source). The pass is the phase `kind`.
+pub(crate) async fn bucket_pass(
+    req: &BackupRequest<'_>,
+    base: Option<&BucketRecord>,
+    kind: PhaseKind,
+) -> Result<Pass> {
+    let Some(source) = req.source else {
+        return Ok(Pass {
+            stats: BackupStats::default(),
+            bucket: None,
+            phase: None,
+        });
+    };
+    let t = Instant::now();
+    let done = bucket::backup(req.repo, source, base).await?;
+    let phase = Phase {
+        objects: done.stats.objects_read,
+        bytes: done.stats.bytes_read,
+        listed: done.stats.objects,
+        ..Phase::timed(kind, t.elapsed().as_secs_f64())
+    };
+    Ok(Pass {
+        stats: done.stats,
+        bucket: Some(done.record),
+        phase: Some(phase),
+    })
+}
+
+/// The databases and roles, dumped.
+pub(crate) struct Dumped {
     pub records: Vec<DatabaseRecord>,
     pub databases: Vec<DbBackupReport>,
     pub globals_record: Option<GlobalsRecord>,
     pub globals_report: Option<GlobalsBackupReport>,
-    pub phases: Vec<Phase>,
+    /// The dumps together, from the export of their snapshots (none without databases).
+    pub phase: Option<Phase>,
 }
 
-/// Copies the bucket against `base` while every database is dumped. The
-/// bucket pass is the phase `pass`; the dumps together the phase `dump`.
-pub(crate) async fn copy_and_dump(
-    req: &BackupRequest<'_>,
-    dbs: Vec<Prepared>,
-    prepared_globals: Option<PreparedGlobals>,
-    base: Option<&BucketRecord>,
-    pass: PhaseKind,
-) -> Result<Copied> {
-    let repo = req.repo;
-    let copy_bucket = async {
-        match req.source {
-            Some(source) => {
-                let t = Instant::now();
-                let done = bucket::backup(repo, source, base).await?;
-                Ok(Some((done, t.elapsed().as_secs_f64())))
-            }
-            None => Ok::<_, SnapshotError>(None),
+/// Fixes the moment every database's dump will show (milliseconds each).
+pub(crate) async fn export(dbs: Vec<Prepared>) -> Result<Vec<Exported>> {
+    Ok(futures::future::try_join_all(dbs.into_iter().map(Prepared::export)).await?)
+}
+
+/// Dumps every exported database and the roles into `repo`; the phase
+/// counts from `exported`, when the snapshots were taken. Owns what it
+/// needs, so it can run as its own task past the end of a paused phase.
+pub(crate) async fn dump_all(
+    repo: Repository,
+    dbs: Vec<Exported>,
+    globals: Option<PreparedGlobals>,
+    limits: DbLimits,
+    exported: Instant,
+) -> Result<Dumped> {
+    let t = exported;
+    let dumped = futures::future::try_join_all(dbs.into_iter().map(|e| e.dump(&repo, &limits)));
+    let dump_globals = async {
+        match globals {
+            Some(g) => Ok(Some(g.dump(&repo, &limits).await?)),
+            None => Ok::<_, PgError>(None),
         }
     };
-    let dumps = async {
-        let t = Instant::now();
-        let dumped = async {
-            futures::future::try_join_all(dbs.into_iter().map(|p| p.dump(repo, &req.db_limits)))
-                .await
-                .map_err(SnapshotError::from)
-        };
-        let dump_globals = async {
-            match prepared_globals {
-                Some(g) => Ok(Some(g.dump(repo, &req.db_limits).await?)),
-                None => Ok::<_, SnapshotError>(None),
-            }
-        };
-        let (d, g) = futures::try_join!(dumped, dump_globals)?;
-        Ok::<_, SnapshotError>((d, g, t.elapsed().as_secs_f64()))
-    };
-    let (done, (dumped, globals, dump_s)) = futures::try_join!(copy_bucket, dumps)?;
+    let (dumped, globals) = futures::try_join!(dumped, dump_globals)?;
     let (records, databases): (Vec<_>, Vec<_>) = dumped.into_iter().unzip();
     let (globals_record, globals_report) = globals.unzip();
-    let mut phases = Vec::new();
-    let (stats, bucket) = match done {
-        Some((d, seconds)) => {
-            phases.push(Phase {
-                name: pass,
-                seconds,
-                objects: d.stats.objects_read,
-                bytes: d.stats.bytes_read,
-                listed: d.stats.objects,
-            });
-            (d.stats, Some(d.record))
-        }
-        None => (BackupStats::default(), None),
-    };
-    if !databases.is_empty() || globals_report.is_some() {
-        phases.push(Phase {
-            name: PhaseKind::Dump,
-            seconds: dump_s,
-            objects: databases.len() as u64,
-            bytes: databases.iter().map(|d| d.bytes).sum::<u64>()
-                + globals_report.as_ref().map_or(0, |g| g.bytes),
-            listed: 0,
-        });
-    }
-    Ok(Copied {
-        stats,
-        bucket,
+    let phase = (!databases.is_empty() || globals_report.is_some()).then(|| Phase {
+        objects: databases.len() as u64,
+        bytes: databases.iter().map(|d| d.bytes).sum::<u64>()
+            + globals_report.as_ref().map_or(0, |g| g.bytes),
+        ..Phase::timed(PhaseKind::Dump, t.elapsed().as_secs_f64())
+    });
+    Ok(Dumped {
         records,
         databases,
         globals_record,
         globals_report,
-        phases,
+        phase,
     })
 }
 
@@ -209,7 +212,8 @@ pub(crate) async fn copy_and_dump(
 pub(crate) async fn commit(
     req: &BackupRequest<'_>,
     staged: &Staged,
-    copied: Copied,
+    pass: Pass,
+    dumped: Dumped,
     mut phases: Vec<Phase>,
 ) -> Result<BackupReport> {
     let snapshot = Snapshot {
@@ -219,9 +223,9 @@ pub(crate) async fn commit(
         parent: staged.parent.as_ref().map(|p| p.id),
         tool: tool_version(),
         hostname: hostname(),
-        bucket: copied.bucket,
-        databases: copied.records,
-        globals: copied.globals_record,
+        bucket: pass.bucket,
+        databases: dumped.records,
+        globals: dumped.globals_record,
         helm_values: staged.helm_values,
         phases: phases.clone(),
         labels: req.labels.clone(),
@@ -235,9 +239,9 @@ pub(crate) async fn commit(
     Ok(BackupReport {
         snapshot: staged.id,
         parent: snapshot.parent,
-        stats: copied.stats,
-        databases: copied.databases,
-        globals: copied.globals_report,
+        stats: pass.stats,
+        databases: dumped.databases,
+        globals: dumped.globals_report,
         helm_values: staged.helm_values,
         duration_s: staged.t0.elapsed().as_secs_f64(),
         phases,

@@ -144,15 +144,27 @@ pub(crate) async fn run(
     let globals = staged.globals.take();
 
     // Paused: everything from here resumes the cluster, whatever happens.
+    // While paused: pause, export every database's snapshot, start the dumps
+    // from those snapshots, copy the bucket's final delta. Then resume at
+    // once; the dumps run on, still showing the databases at the pause.
+    //
+    // Why that is consistent (for Pachyderm, and any application whose
+    // database only references immutable, content-addressed objects): every
+    // object the paused databases reference was in the bucket when the final
+    // delta was copied, and what the application writes or garbage-collects
+    // after the resume can reach neither the exported snapshots nor the
+    // chunks already copied. The root is committed only once every dump has
+    // finished, so a failed dump still commits nothing.
     let guard = PauseGuard::new(spec, runner);
     let t_pause = Instant::now();
-    let mut pause_s = 0.0;
+    let mut paused_phases: Vec<Phase> = Vec::new();
     let paused = async {
         events.emit(Event::Pausing {
             method: spec.method.name(),
         });
         cluster.pause(&guard).await?;
-        pause_s = t_pause.elapsed().as_secs_f64();
+        let pause_s = t_pause.elapsed().as_secs_f64();
+        paused_phases.push(Phase::timed(PhaseKind::Pause, pause_s).while_paused());
         if guard.paused_anything() {
             events.emit(Event::Paused {
                 seconds: pause_s,
@@ -160,22 +172,25 @@ pub(crate) async fn run(
             });
         }
         failpoint::hit("paused").await?;
-        let copied =
-            stages::copy_and_dump(req, dbs, globals, base.as_ref(), PhaseKind::FinalCopy).await?;
-        failpoint::hit("commit").await?;
-        let mut phases = staged.phases.clone();
-        for r in &rounds {
-            phases.push(Phase {
-                name: PhaseKind::Precopy(r.round),
-                seconds: r.seconds,
-                objects: r.objects_read,
-                bytes: r.bytes_read,
-                listed: r.objects,
-            });
+        let t_export = Instant::now();
+        let exported = stages::export(dbs).await?;
+        if !exported.is_empty() {
+            paused_phases.push(
+                Phase::timed(PhaseKind::Export, t_export.elapsed().as_secs_f64()).while_paused(),
+            );
         }
-        phases.push(Phase::timed(PhaseKind::Pause, pause_s));
-        phases.extend(copied.phases.iter().cloned());
-        stages::commit(req, &staged, copied, phases).await
+        // Its own task: it outlives this paused phase, and is aborted (pg_dump
+        // killed) if the backup stops before the dumps are awaited.
+        let dumps = haul_mover::spawned({
+            let (repo, limits) = (req.repo.clone(), req.db_limits.clone());
+            async move {
+                failpoint::hit("dump").await?;
+                stages::dump_all(repo, exported, globals, limits, t_export).await
+            }
+        });
+        let pass = stages::bucket_pass(req, base.as_ref(), PhaseKind::FinalCopy).await?;
+        paused_phases.extend(pass.phase.clone().map(Phase::while_paused));
+        Ok::<_, SnapshotError>((pass, dumps, pause_s))
     };
     let outcome = tokio::select! {
         r = AssertUnwindSafe(paused).catch_unwind() => r.unwrap_or_else(|panic| {
@@ -200,19 +215,53 @@ pub(crate) async fn run(
     let resumed = guard.resume().await;
     let resume_s = t_resume.elapsed().as_secs_f64();
     let downtime_s = t_pause.elapsed().as_secs_f64();
-    match (&resumed, &outcome) {
-        (Ok(()), _) if guard.paused_anything() => events.emit(Event::Resumed { downtime_s }),
-        (Err(_), Ok(r)) => events.emit(Event::CommittedButNotResumed {
-            snapshot: r.snapshot,
-        }),
-        _ => {}
+    if resumed.is_ok() && guard.paused_anything() {
+        events.emit(Event::Resumed { downtime_s });
     }
-    resumed?;
-    let mut report = outcome?;
-    report
-        .phases
-        .push(Phase::timed(PhaseKind::Resume, resume_s));
-    let final_bytes = report.stats.bytes_read as f64;
+    paused_phases.push(Phase::timed(PhaseKind::Resume, resume_s).while_paused());
+    let (pass, dumps, pause_s) = match outcome {
+        Ok(done) => done,
+        // A resume that failed is the more urgent news.
+        Err(e) => return Err(resumed.err().unwrap_or(e)),
+    };
+
+    // Live again (or, if resuming failed, still worth committing): the
+    // dumps finish, then the root is committed.
+    let finished = async {
+        let dumped = dumps.await?;
+        failpoint::hit("commit").await?;
+        Ok::<_, SnapshotError>(dumped)
+    };
+    let dumped = tokio::select! {
+        r = finished => r,
+        signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
+    };
+    let dumped = match dumped {
+        Ok(d) => d,
+        Err(e) => return Err(resumed.err().unwrap_or(e)),
+    };
+    let mut phases = staged.phases.clone();
+    for r in &rounds {
+        phases.push(Phase {
+            objects: r.objects_read,
+            bytes: r.bytes_read,
+            listed: r.objects,
+            ..Phase::timed(PhaseKind::Precopy(r.round), r.seconds)
+        });
+    }
+    phases.extend(paused_phases);
+    phases.extend(dumped.phase.clone());
+    let final_bytes = pass.stats.bytes_read as f64;
+    let committed = stages::commit(req, &staged, pass, dumped, phases).await;
+    if let Err(e) = resumed {
+        if let Ok(r) = &committed {
+            events.emit(Event::CommittedButNotResumed {
+                snapshot: r.snapshot,
+            });
+        }
+        return Err(e);
+    }
+    let mut report = committed?;
     report.change_bps = rounds
         .last()
         .map(|r| final_bytes / (r.seconds + pause_s).max(1e-3));
