@@ -504,6 +504,123 @@ async fn signals_in_the_paused_phase_resume_the_cluster() {
     }
 }
 
+/// Starts a paused backup of `c` with `env`, waits until its stderr shows
+/// `marker` and `ready` holds, then kills it with SIGKILL. Returns its stderr.
+fn kill_9_when(
+    c: &Cluster,
+    env: &[(&str, &str)],
+    marker: &str,
+    ready: impl Fn() -> bool,
+) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+    cmd.args(c.backup_args(&[]))
+        .envs(c.rig.envs())
+        .env("AWS_ENDPOINT_URL", &c.s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &c.s3.key)
+        .env("AWS_SECRET_ACCESS_KEY", &c.s3.secret)
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn haul");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&marker) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("haul never got there");
+    let t = Instant::now();
+    while !ready() {
+        assert!(t.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    reader.join().expect("reader")
+}
+
+/// (3): `kill -9` while pods are still stopping (the pause step) and in
+/// the paused window leaves the cluster paused, with a pause record in the
+/// repository; `haul resume` restores the exact replica counts and removes
+/// the record. A stale record is resumed by the next backup, loudly, which
+/// then backs up as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_backup_is_resumed_from_its_pause_record() {
+    let Some(base) = Cluster::new("kill9", 10).await else {
+        return;
+    };
+    // The pause step: pods linger, haul waits for them when it is killed.
+    let c = base.with_new_rig();
+    c.rig.update(|s| s["pod_linger_s"] = serde_json::json!(30));
+    let all_scaled = || {
+        c.calls_of("kubectl")
+            .iter()
+            .filter(|a| a.starts_with("scale") && a.ends_with("--replicas=0"))
+            .count()
+            == 3
+    };
+    let stderr = kill_9_when(&c, &[], "the pause record is", all_scaled);
+    assert!(stderr.contains("haul resume --repo"), "{stderr}");
+    // Killed before any `cluster paused` line: the record was written first.
+    assert!(!stderr.contains("cluster paused in"), "{stderr}");
+    let down = c.rig.replicas();
+    assert!(
+        [
+            "deployment/pachd",
+            "rc/pipeline-edges-v1",
+            "rc/pipeline-montage-v1"
+        ]
+        .iter()
+        .all(|w| down[*w] == 0),
+        "{down:?}\n{stderr}"
+    );
+    let out = c.haul().run(["--json", "resume", "--repo", &c.repo]).ok();
+    let r = out.json();
+    assert_eq!(r["resumed"].as_array().map(Vec::len), Some(1), "{r:#}");
+    assert_eq!(r["resumed"][0]["method"], "kubectl");
+    assert_eq!(r["resumed"][0]["steps"][0]["name"], "pachd");
+    assert_eq!(c.rig.replicas(), original_replicas());
+    // The record is gone: a second resume finds nothing.
+    let again = c.haul().run(["--json", "resume", "--repo", &c.repo]).ok();
+    assert_eq!(again.json()["resumed"].as_array().map(Vec::len), Some(0));
+
+    // The paused window: the next backup resumes first, then backs up.
+    let c = base.with_new_rig();
+    let stderr = kill_9_when(
+        &c,
+        &[("HAUL_FAILPOINTS", "paused=sleep:60")],
+        "cluster paused in",
+        || true,
+    );
+    assert!(stderr.contains("the pause record is"), "{stderr}");
+    let down = c.rig.replicas();
+    assert_eq!(down["deployment/pachd"], 0, "{down:?}");
+    let before = snapshot_count(c.s3.haul(), &c.repo);
+    let run = c.haul().run(c.backup_args(&[])).ok();
+    assert!(
+        run.stderr
+            .contains("A BACKUP THAT DIED LEFT THE CLUSTER PAUSED"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(c.rig.replicas(), original_replicas());
+    assert_eq!(snapshot_count(c.s3.haul(), &c.repo), before + 1);
+    let none = c.haul().run(["--json", "resume", "--repo", &c.repo]).ok();
+    assert_eq!(none.json()["resumed"].as_array().map(Vec::len), Some(0));
+}
+
 /// (c): pachctl's active context must be the one named; a wrong one is
 /// refused before anything is paused. The right one pauses and unpauses.
 #[tokio::test(flavor = "multi_thread")]

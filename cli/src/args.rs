@@ -139,9 +139,14 @@ pub enum Command {
     /// cluster runs, in rounds that each copy what changed during the one
     /// before, until the delta stops shrinking (or, with --max-downtime,
     /// until the paused phase is predicted to fit). Then haul pauses the
-    /// cluster, copies the last delta while dumping the databases, commits
-    /// the snapshot and resumes the cluster, with its original replica
-    /// counts, whatever happens: success, error, Ctrl-C, SIGTERM. If resuming
+    /// cluster, exports each database's snapshot, starts the dumps from them,
+    /// copies the last delta and resumes the cluster at once, with its
+    /// original replica counts, whatever happens: success, error, Ctrl-C,
+    /// SIGTERM, SIGHUP, SIGQUIT. The dumps finish while it runs (they still
+    /// show the databases at the pause); the snapshot is committed after
+    /// them. Before the first change to the cluster a pause record is
+    /// written into the repository: if haul is killed outright, `haul
+    /// resume` (or the next backup) resumes the cluster from it. If resuming
     /// fails, haul prints the commands to run by hand and exits with 4.
     /// --dry-run predicts the rounds and the downtime from past runs.
     #[command(after_help = "Examples:
@@ -271,6 +276,29 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// comments are kept as they are.
         #[arg(long, value_name = "FILE")]
         helm_values_out: Option<PathBuf>,
+    },
+
+    /// Resume a cluster that a backup paused and could not resume (haul was
+    /// killed with SIGKILL, its machine was lost), from the pause record the
+    /// backup wrote into the repository before pausing. Each record lists
+    /// the workloads scaled down with their original replica counts (or a
+    /// `pachctl enterprise pause`); resuming restores exactly those, then
+    /// removes the record. A record whose run still runs (same machine: its
+    /// process; another machine: a heartbeat under two minutes old) is left
+    /// alone unless --force. Every backup also does this first.
+    #[command(after_help = "Examples:
+  haul resume --repo s3://backups/pachyderm
+  haul resume -c prod.toml --json")]
+    Resume {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Resume records of runs that still look alive, too.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for `pachctl enterprise pause-status` to say
+        /// unpaused (pachctl records) [default: 5m].
+        #[arg(long, value_name = "DURATION")]
+        pause_timeout: Option<String>,
     },
 
     /// Check a repository: every chunk a snapshot names exists (and, with

@@ -4,7 +4,7 @@
 
 use haul_mover::{Engine, Limits, Location, Repository, StoreConfig, StoreUrl};
 use haul_pg::{PgConn, redact_url};
-use haul_snapshot::{Cancel, EventSink};
+use haul_snapshot::{Cancel, Events};
 
 use crate::args::{Global, RepoArg};
 use crate::config::FileConfig;
@@ -25,11 +25,11 @@ pub struct Context {
     /// Fired by the binary's signal handlers.
     pub cancel: Cancel,
     /// Where procedures report what the operator must see.
-    pub events: &'static dyn EventSink,
+    pub events: Events,
 }
 
 impl Context {
-    pub fn new(g: &Global, cancel: Cancel, events: &'static dyn EventSink) -> Result<Self> {
+    pub fn new(g: &Global, cancel: Cancel, events: Events) -> Result<Self> {
         let (stores, file) = match &g.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {

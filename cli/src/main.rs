@@ -86,7 +86,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let cancel = signals::install()?;
-        let ctx = context::Context::new(&cli.global, cancel, &output::PrintEvents)?;
+        let ctx = context::Context::new(
+            &cli.global,
+            cancel,
+            std::sync::Arc::new(output::PrintEvents),
+        )?;
         commands::run(cli, ctx).await
     });
     match result {

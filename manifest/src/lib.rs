@@ -23,6 +23,7 @@
 //! | `snapshots/<id>.json` | [`Snapshot`], the root of one backup. Written last: a snapshot exists only when everything it names exists. |
 //! | `runs/<time>-<kind>-<id>.json` | [`RunRecord`]: the timing of one backup or restore, used to predict downtime. |
 //! | `targets/<hash>.json` | [`TargetState`]: what haul last wrote into a restore target, so the next restore can skip what is already there. |
+//! | `pauses/<run>.json` | [`PauseRecord`]: a cluster a backup paused and what resumes it; written before the first change to the cluster, removed after the resume (see [`pause`]). |
 //!
 //! **Chunks.** A chunk blob is a 14-byte header followed by the payload:
 //! magic `HLCK`, format byte `1`, codec byte (`0` raw, `1` zstd), and the
@@ -62,6 +63,7 @@ pub mod diff;
 mod error;
 mod id;
 mod model;
+pub mod pause;
 mod run;
 pub mod segment;
 pub mod tree;
@@ -72,6 +74,7 @@ pub use model::{
     BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, GlobalsRecord, ObjectEntry,
     RepoConfig, SegmentRef, Snapshot, TargetState,
 };
+pub use pause::{PauseMethod, PauseRecord, PauseStep, PausedBy, Workload, WorkloadKind};
 pub use run::{Phase, PhaseKind, RunKind, RunRecord, RunStats};
 
 /// Path of the repository's configuration file, relative to the repository prefix.

@@ -8,10 +8,11 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesOrdered, StreamExt, TryStreamExt};
+use haul_manifest::pause::PAUSES_DIR;
 use haul_manifest::segment::{self, SegmentWriter};
 use haul_manifest::{
-    CHUNKS_DIR, ChunkId, ObjectEntry, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunKind,
-    RunRecord, SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
+    CHUNKS_DIR, ChunkId, ObjectEntry, PauseRecord, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId,
+    RunKind, RunRecord, SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
 };
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::OnceCell;
@@ -540,6 +541,30 @@ impl Repository {
             }
         }
         Ok(runs)
+    }
+
+    /// Every pause record of the repository (`pauses/`): clusters paused
+    /// by backups that have not resumed them (yet, or ever).
+    pub async fn pause_records(&self) -> Result<Vec<PauseRecord>> {
+        let mut out = Vec::new();
+        for name in self.json_names(PAUSES_DIR, "list pause records of").await? {
+            if let Some(r) = self
+                .read_json::<PauseRecord>(&format!("{PAUSES_DIR}/{name}.json"))
+                .await?
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one of the repository's small documents (a pause record).
+    /// A document already gone is not an error.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.loc.store.delete(&self.loc.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(MoverError::store("delete from", &self.loc.url, e)),
+        }
     }
 
     /// Reads a small JSON document of the repository, if present.

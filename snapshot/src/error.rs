@@ -44,6 +44,16 @@ pub enum SnapshotError {
         reasons: Vec<String>,
     },
 
+    #[error(
+        "another haul run has this cluster paused (run {run}, pid {pid} on {host}, pause record {record})"
+    )]
+    PausedByAnother {
+        run: String,
+        host: String,
+        pid: u32,
+        record: String,
+    },
+
     #[error("interrupted by {signal}")]
     Interrupted { signal: &'static str },
 
@@ -105,6 +115,11 @@ impl SnapshotError {
             Self::DowntimeBudget { .. } => Some(
                 "raise --max-downtime, allow more rounds (--precopy-rounds), or back up when the cluster is quieter; \
                  `haul backup --dry-run` predicts the downtime"
+                    .into(),
+            ),
+            Self::PausedByAnother { .. } => Some(
+                "wait for that run to end; if it is dead (a lost machine whose heartbeat is less than two \
+                 minutes old), `haul resume --force --repo URL` resumes its cluster"
                     .into(),
             ),
             Self::EnterpriseHasNoBucket { .. } => Some(

@@ -34,6 +34,29 @@ pub enum Event {
     Resumed { downtime_s: f64 },
     /// The snapshot exists, but resuming failed.
     CommittedButNotResumed { snapshot: SnapshotId },
+    /// The pause record is in the repository, before the first change to
+    /// the cluster: if haul dies, it says what to resume.
+    PauseRecorded {
+        record: String,
+        repo: String,
+        resume_commands: Vec<String>,
+    },
+    /// A pause record of a run that died: its cluster is resumed first.
+    DeadRunLeftPaused {
+        run: SnapshotId,
+        host: String,
+        pid: u32,
+        since: String,
+        resume_commands: Vec<String>,
+    },
+    /// What a pause record listed is resumed, and the record removed.
+    RecordResumed { run: SnapshotId },
+    /// A pause record whose run still runs: left alone.
+    RecordOfLiveRun {
+        run: SnapshotId,
+        host: String,
+        pid: u32,
+    },
 }
 
 impl fmt::Display for Event {
@@ -79,9 +102,45 @@ impl fmt::Display for Event {
                 f,
                 "snapshot {snapshot} IS committed, but the cluster could not be resumed"
             ),
+            Self::PauseRecorded {
+                record,
+                repo,
+                resume_commands,
+            } => write!(
+                f,
+                "pausing: the pause record is {record}; if haul dies, `haul resume --repo {repo}` \
+                 resumes the cluster (by hand: {})",
+                resume_commands.join(" && ")
+            ),
+            Self::DeadRunLeftPaused {
+                run,
+                host,
+                pid,
+                since,
+                resume_commands,
+            } => write!(
+                f,
+                "A BACKUP THAT DIED LEFT THE CLUSTER PAUSED (run {run}, pid {pid} on {host}, paused at {since}): \
+                 resuming what it paused first: {}",
+                resume_commands.join(" && ")
+            ),
+            Self::RecordResumed { run } => {
+                write!(
+                    f,
+                    "resumed what run {run} paused; its pause record is removed"
+                )
+            }
+            Self::RecordOfLiveRun { run, host, pid } => write!(
+                f,
+                "run {run} (pid {pid} on {host}) is still running with the cluster paused: left alone"
+            ),
         }
     }
 }
+
+/// A shared event sink, as procedures take it (a pause record's writer
+/// keeps a handle to report the record as soon as it exists).
+pub type Events = std::sync::Arc<dyn EventSink>;
 
 /// Where a procedure sends its events.
 pub trait EventSink: Send + Sync {

@@ -14,6 +14,7 @@
 //! backup           check ─▶ (pre-copy rounds, live) ─▶ (pause) ─▶ bucket delta ∥ pg_dumps
 //!                  ─▶ commit root (last) ─▶ (resume) ─▶ run record
 //! restore          snapshot ─▶ plan (printed) ─▶ execute (roles, then bucket ∥ databases) ─▶ run record
+//! resume           pause records of runs that died ─▶ their clusters resumed (haul resume; every backup first)
 //! ```
 //!
 //! A snapshot root is written only after everything it names is stored, so
@@ -25,13 +26,15 @@ mod cancel;
 mod error;
 pub mod events;
 pub mod failpoint;
+mod host;
 pub mod pause;
 pub mod predict;
 pub mod restore;
+pub mod resume;
 pub mod runs;
 mod units;
 
 pub use cancel::Cancel;
 pub use error::{Result, SnapshotError};
-pub use events::{Event, EventSink};
+pub use events::{Event, EventSink, Events};
 pub use units::human_bytes;

@@ -263,7 +263,7 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
     }
 
     let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
-    let result = backup::run(&req, &ctx.cancel, ctx.events).await;
+    let result = backup::run(&req, &ctx.cancel, &ctx.events).await;
     view.finish().await;
     let r = result?;
     emit(ctx.json, &r, |w| {

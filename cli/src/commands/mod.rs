@@ -5,16 +5,19 @@ mod backup_cmd;
 mod restore_cmd;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use haul_manifest::Snapshot;
 use haul_mover::Repository;
 use haul_snapshot::SnapshotError;
+use haul_snapshot::pause::{DEFAULT_PAUSE_TIMEOUT, PauseStep, Processes};
 use serde::Serialize;
 
 use crate::args::{Cli, Command};
-use crate::config::merge_databases;
+use crate::config::{merge_databases, parse_duration};
 use crate::context::Context;
-use crate::error::{Outcome, Result};
+use crate::error::{CliError, Outcome, Result};
 use crate::output::{ProgressView, bytes, emit};
 
 /// Runs `work` unless cancelled first. For commands that hold nothing to
@@ -93,6 +96,20 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 helm_values_out: helm_values_out.or(file.helm_values_out.clone()),
             };
             restore_cmd::restore(&ctx, args).await
+        }
+        Command::Resume {
+            repo,
+            force,
+            pause_timeout,
+        } => {
+            let repo_url = ctx.repo_url(&repo, false)?;
+            let timeout = match pause_timeout {
+                Some(t) => parse_duration(&t)
+                    .map_err(|e| CliError::Usage(format!("--pause-timeout: {e}")))?,
+                None => DEFAULT_PAUSE_TIMEOUT,
+            };
+            // Not interruptible: a resume half done is worse than a late exit.
+            resume(&ctx, &repo_url, timeout, force).await
         }
         Command::Verify {
             snapshot,
@@ -178,6 +195,57 @@ async fn snapshots(ctx: &Context, repo_url: &str) -> Result<Outcome> {
                 bytes(r.bytes),
                 r.parent.as_deref().unwrap_or("-"),
                 r.source.as_deref().unwrap_or("-")
+            )?;
+        }
+        Ok(())
+    });
+    Ok(Outcome::Done)
+}
+
+async fn resume(ctx: &Context, repo_url: &str, timeout: Duration, force: bool) -> Result<Outcome> {
+    let repo = ctx.repo(repo_url).await?;
+    let r = haul_snapshot::resume::resume(
+        &repo,
+        Arc::new(Processes),
+        timeout,
+        force,
+        ctx.events.as_ref(),
+    )
+    .await?;
+    emit(ctx.json, &r, |w| {
+        if r.resumed.is_empty() && r.left.is_empty() {
+            return writeln!(w, "no paused cluster recorded in {}", repo.url());
+        }
+        for x in &r.resumed {
+            writeln!(
+                w,
+                "resumed run {} ({}{}): {} step(s)",
+                x.run,
+                x.method.name(),
+                x.context
+                    .as_deref()
+                    .map(|c| format!(", context {c}"))
+                    .unwrap_or_default(),
+                x.steps.len()
+            )?;
+            for s in &x.steps {
+                match s {
+                    PauseStep::Scale(w_) => writeln!(
+                        w,
+                        "  {} {} back to {} replica(s)",
+                        w_.kind.as_str(),
+                        w_.name,
+                        w_.replicas
+                    )?,
+                    PauseStep::Unpause => writeln!(w, "  pachctl enterprise unpause")?,
+                }
+            }
+        }
+        for x in &r.left {
+            writeln!(
+                w,
+                "left alone: run {} is still running (pid {} on {}); --force resumes it anyway",
+                x.run, x.paused_by.pid, x.paused_by.host
             )?;
         }
         Ok(())

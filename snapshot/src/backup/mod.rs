@@ -8,6 +8,9 @@
 //! two_phase  with a pause: pre-copy rounds live ─▶ pause ─▶ final pass ∥ dumps ─▶ commit ─▶ resume
 //! ```
 //!
+//! A backup first resumes any cluster that a backup which died (`kill -9`)
+//! left paused, from its pause record (see `crate::resume`).
+//!
 //! Everything that can be checked before writing is checked first (each
 //! database answers, its pg_dump is new enough, the cluster's context), so
 //! a bad URL or password costs nothing. The root is written last: if the
@@ -18,6 +21,8 @@ mod report;
 mod stages;
 mod two_phase;
 
+use std::sync::Arc;
+
 use haul_manifest::PhaseKind;
 
 pub use preview::preview;
@@ -25,17 +30,33 @@ pub use report::{BackupPreview, BackupReport, BackupRequest};
 
 use crate::cancel::Cancel;
 use crate::error::{Result, SnapshotError};
-use crate::events::EventSink;
+use crate::events::Events;
+use crate::pause::{DEFAULT_PAUSE_TIMEOUT, Processes, Runner};
+use crate::resume;
 
 /// Runs a backup and commits its snapshot; with a pause method, the
 /// two-phase backup of a running cluster.
 pub async fn run(
     req: &BackupRequest<'_>,
     cancel: &Cancel,
-    events: &dyn EventSink,
+    events: &Events,
 ) -> Result<BackupReport> {
+    let runner: Arc<dyn Runner> = Arc::new(Processes);
+    let timeout = req
+        .pause
+        .as_ref()
+        .map_or(DEFAULT_PAUSE_TIMEOUT, |p| p.timeout);
+    // First, whatever a backup that died left paused is resumed.
+    resume::recover_before_backup(
+        req.repo,
+        runner.clone(),
+        timeout,
+        req.pause.is_some(),
+        events.as_ref(),
+    )
+    .await?;
     if let Some(spec) = &req.pause {
-        return two_phase::run(req, spec, cancel, events).await;
+        return two_phase::run(req, spec, runner, cancel, events).await;
     }
     tokio::select! {
         r = plain(req) => r,

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::report::{BackupReport, BackupRequest};
 use crate::error::{Result, SnapshotError};
-use crate::runs;
+use crate::{host, runs};
 
 /// The newest snapshot of the same sources: the base of an incremental
 /// bucket backup (databases deduplicate by content whatever the parent).
@@ -222,7 +222,7 @@ pub(crate) async fn commit(
         time: staged.started,
         parent: staged.parent.as_ref().map(|p| p.id),
         tool: tool_version(),
-        hostname: hostname(),
+        hostname: host::hostname(),
         bucket: pass.bucket,
         databases: dumped.records,
         globals: dumped.globals_record,
@@ -252,13 +252,6 @@ pub(crate) async fn commit(
         change_bps: None,
         pause: None,
     })
-}
-
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
 }
 
 /// Records a backup's timings for future predictions (best effort).

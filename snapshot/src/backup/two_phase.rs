@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use haul_manifest::pause::pause_record_path;
 use haul_manifest::{BucketRecord, Phase, PhaseKind};
 use haul_mover::bucket_backup as bucket;
 use tokio::time::Instant;
@@ -24,8 +25,9 @@ use super::report::{BackupReport, BackupRequest};
 use super::stages::{self, Staged};
 use crate::cancel::Cancel;
 use crate::error::{Result, SnapshotError};
-use crate::events::{Event, EventSink};
-use crate::pause::{self, ClusterControl, PauseGuard, PauseReport, PauseSpec, Processes, Runner};
+use crate::events::{Event, EventSink, Events};
+use crate::pause::record::RepoJournal;
+use crate::pause::{self, ClusterControl, PauseGuard, PauseReport, PauseSpec, Runner};
 use crate::predict::{self, Model, Next, Round};
 use crate::{failpoint, runs};
 
@@ -116,15 +118,15 @@ async fn live(
 pub(crate) async fn run(
     req: &BackupRequest<'_>,
     spec: &PauseSpec,
+    runner: Arc<dyn Runner>,
     cancel: &Cancel,
-    events: &dyn EventSink,
+    events: &Events,
 ) -> Result<BackupReport> {
-    let runner: Arc<dyn Runner> = Arc::new(Processes);
     let cluster = pause::control(spec.clone(), runner.clone());
 
     // Live: nothing paused yet, so cancelling just stops the backup.
     let live = tokio::select! {
-        r = live(req, cluster.as_ref(), events) => r?,
+        r = live(req, cluster.as_ref(), events.as_ref()) => r?,
         signal = cancel.cancelled() => {
             events.emit(Event::StoppedBeforePause { signal });
             return Err(SnapshotError::Interrupted { signal });
@@ -155,7 +157,19 @@ pub(crate) async fn run(
     // after the resume can reach neither the exported snapshots nor the
     // chunks already copied. The root is committed only once every dump has
     // finished, so a failed dump still commits nothing.
-    let guard = PauseGuard::new(spec, runner);
+    // The pause record goes to the repository before the first change to
+    // the cluster, and is reported at once with the commands that resume it.
+    let journal = RepoJournal::new(req.repo.clone(), spec, staged.id, {
+        let (events, repo) = (events.clone(), req.repo.url());
+        move |rec| {
+            events.emit(Event::PauseRecorded {
+                record: format!("{repo}/{}", pause_record_path(&rec.run)),
+                repo: repo.clone(),
+                resume_commands: rec.resume_commands.clone(),
+            })
+        }
+    });
+    let guard = PauseGuard::new(spec, runner).with_journal(Arc::new(journal));
     let t_pause = Instant::now();
     let mut paused_phases: Vec<Phase> = Vec::new();
     let paused = async {

@@ -6,13 +6,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use super::journal::Journal;
 use super::runner::{Runner, command_line};
-use super::spec::{POLL, PauseSpec, Program, RESUME_ATTEMPTS, RESUME_RETRY_DELAY, Undo, Workload};
+use super::spec::{
+    POLL, PauseSpec, PauseStep, Program, RESUME_ATTEMPTS, RESUME_RETRY_DELAY, Workload,
+    step_command,
+};
 use crate::error::{Result, SnapshotError};
 
 #[derive(Debug, Default)]
 struct GuardState {
-    undo: Vec<Undo>,
+    undo: Vec<PauseStep>,
     resumed: bool,
 }
 
@@ -23,6 +27,8 @@ struct GuardState {
 pub struct PauseGuard {
     spec: PauseSpec,
     runner: Arc<dyn Runner>,
+    /// Where each step is made durable before it is taken (none: memory only).
+    journal: Option<Arc<dyn Journal>>,
     state: Mutex<GuardState>,
 }
 
@@ -31,17 +37,42 @@ impl PauseGuard {
         Self {
             spec: spec.clone(),
             runner,
+            journal: None,
             state: Mutex::default(),
         }
+    }
+
+    /// A guard that writes its steps to `journal` before taking each, and
+    /// clears it once the cluster is resumed.
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// A guard for steps a dead run recorded (`haul resume`): resuming it
+    /// undoes them.
+    pub fn from_steps(spec: &PauseSpec, runner: Arc<dyn Runner>, steps: Vec<PauseStep>) -> Self {
+        let g = Self::new(spec, runner);
+        g.lock().undo = steps;
+        g
     }
 
     fn lock(&self) -> MutexGuard<'_, GuardState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a step that will undo the change about to be made.
-    pub(crate) fn record(&self, u: Undo) {
-        self.lock().undo.push(u);
+    /// Records a step that will undo the change about to be made, durably
+    /// when there is a journal. An error means: do not make the change.
+    pub(crate) async fn record(&self, u: PauseStep) -> Result<()> {
+        let steps = {
+            let mut st = self.lock();
+            st.undo.push(u);
+            st.undo.clone()
+        };
+        match &self.journal {
+            Some(j) => j.write(&steps).await,
+            None => Ok(()),
+        }
     }
 
     /// Whether anything was paused (and so needs resuming).
@@ -55,8 +86,8 @@ impl PauseGuard {
             .undo
             .iter()
             .filter_map(|u| match u {
-                Undo::Scale(w) => Some(w.clone()),
-                Undo::Unpause => None,
+                PauseStep::Scale(w) => Some(w.clone()),
+                PauseStep::Unpause => None,
             })
             .collect()
     }
@@ -66,7 +97,7 @@ impl PauseGuard {
         let undo = self.lock().undo.clone();
         undo.iter()
             .map(|u| {
-                let (p, a) = u.command(&self.spec);
+                let (p, a) = step_command(u, &self.spec);
                 command_line(p, &a)
             })
             .collect()
@@ -86,7 +117,7 @@ impl PauseGuard {
         };
         let mut failed = Vec::new();
         for u in &undo {
-            let (program, args) = u.command(&self.spec);
+            let (program, args) = step_command(u, &self.spec);
             let mut last = String::new();
             let mut ok = false;
             for attempt in 0..RESUME_ATTEMPTS {
@@ -105,10 +136,19 @@ impl PauseGuard {
                 failed.push((command_line(program, &args), last));
             }
         }
-        if undo.contains(&Undo::Unpause) && failed.is_empty() {
+        if undo.contains(&PauseStep::Unpause) && failed.is_empty() {
             self.wait_unpaused().await;
         }
         if failed.is_empty() {
+            if let Some(j) = &self.journal
+                && let Err(e) = j.clear().await
+            {
+                tracing::warn!(
+                    "the cluster is resumed, but its pause record could not be removed \
+                     (the next backup will find it and resume again, harmlessly): {}",
+                    haul_mover::error_chain(&e)
+                );
+            }
             Ok(())
         } else {
             Err(SnapshotError::ResumeFailed {
@@ -160,7 +200,7 @@ impl Drop for PauseGuard {
         };
         tracing::error!("resuming the cluster after an unexpected failure");
         for u in &undo {
-            let (program, args) = u.command(&self.spec);
+            let (program, args) = step_command(u, &self.spec);
             if let Err(e) = self.runner.run_blocking(program, &args) {
                 tracing::error!(
                     "COULD NOT RESUME: {} failed: {e}; run it by hand",

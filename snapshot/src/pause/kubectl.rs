@@ -11,7 +11,7 @@ use super::control::ClusterControl;
 use super::guard::PauseGuard;
 use super::runner::Runner;
 use super::spec::{
-    POLL, PauseCheck, PauseMethod, PauseSpec, Program, Undo, WORKER_SELECTOR, Workload,
+    POLL, PauseCheck, PauseMethod, PauseSpec, PauseStep, Program, WORKER_SELECTOR, Workload,
     WorkloadKind,
 };
 use crate::error::{Result, SnapshotError};
@@ -104,7 +104,7 @@ impl Kubectl {
             return Ok(());
         }
         let (kind, name) = (w.kind, w.name.clone());
-        guard.record(Undo::Scale(w));
+        guard.record(PauseStep::Scale(w)).await?;
         self.kubectl(&["scale", kind.as_str(), &name, "--replicas=0"])
             .await?;
         Ok(())

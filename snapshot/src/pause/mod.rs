@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! spec (method, cluster, workloads, undo steps) ◀─ runner (kubectl/pachctl processes, or a fake)
+//!      ◀─ journal (where steps are made durable) ◀─ record (a pause record in the repository)
 //!      ◀─ guard (records each step before it is taken; resume undoes exactly those)
 //!      ◀─ control (the trait) ◀─ kubectl │ pachctl (the two ways to pause)
 //! ```
@@ -19,8 +20,10 @@
 
 mod control;
 mod guard;
+mod journal;
 mod kubectl;
 mod pachctl;
+pub mod record;
 mod runner;
 mod spec;
 #[cfg(test)]
@@ -30,11 +33,13 @@ use std::sync::Arc;
 
 pub use control::ClusterControl;
 pub use guard::PauseGuard;
+pub use journal::Journal;
 pub use kubectl::Kubectl;
 pub use pachctl::Pachctl;
 pub use runner::{Processes, Runner, command_line};
 pub use spec::{
-    PauseCheck, PauseMethod, PauseReport, PauseSpec, Program, Undo, Workload, WorkloadKind,
+    DEFAULT_PAUSE_TIMEOUT, PauseCheck, PauseMethod, PauseReport, PauseSpec, PauseStep, Program,
+    Workload, WorkloadKind,
 };
 
 /// The control for `spec`'s method, running its tools through `runner`.

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::control::ClusterControl;
 use super::guard::PauseGuard;
 use super::runner::Runner;
-use super::spec::{POLL, PauseCheck, PauseMethod, PauseSpec, Program, Undo};
+use super::spec::{POLL, PauseCheck, PauseMethod, PauseSpec, PauseStep, Program};
 use crate::error::{Result, SnapshotError};
 
 /// A cluster paused through pachctl.
@@ -83,7 +83,7 @@ impl ClusterControl for Pachctl {
                 tracing::warn!("the cluster is already paused: haul leaves it paused afterwards");
                 return Ok(());
             }
-            guard.record(Undo::Unpause);
+            guard.record(PauseStep::Unpause).await?;
             self.pachctl(&["enterprise", "pause"]).await?;
             let started = Instant::now();
             loop {
