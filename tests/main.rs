@@ -14,3 +14,4 @@ mod conformance;
 mod db;
 mod fixtures;
 mod golden;
+mod refresh;

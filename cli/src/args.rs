@@ -231,7 +231,12 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
   haul restore latest -c prod.toml --dry-run    # the plan: copied, replaced, kept
   haul restore latest -c prod.toml
 
-  # Refresh staging's database from production's last snapshot, replacing it
+  # Refresh a RUNNING staging cluster from production's last snapshot: paused for seconds
+  haul restore latest --repo s3://backups/pach --to s3://staging-data --pause kubectl --context staging \\
+      --namespace pachyderm --db pachyderm=postgresql://postgres@pg-staging/pachyderm \\
+      --db dex=postgresql://postgres@pg-staging/dex --delete-extraneous
+
+  # Refresh staging's database from production's last snapshot, replacing it (staging stopped)
   haul restore latest --repo s3://backups/pach --db pachyderm=postgresql://postgres@pg-staging/pachyderm --clean
 
   # Into a new server: roles first (captured with backup --db-globals)
@@ -276,6 +281,30 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// comments are kept as they are.
         #[arg(long, value_name = "FILE")]
         helm_values_out: Option<PathBuf>,
+        /// Refresh a RUNNING cluster (staging) with seconds of downtime:
+        /// pachctl, kubectl or enterprise, as for backup (`[restore] pause`).
+        /// While it runs, only the objects it lacks are added (no key is
+        /// overwritten or deleted) and each --db is restored into a side
+        /// database NAME_haul_next created like the live one; then haul
+        /// pauses the cluster, overwrites what differs, swaps each database
+        /// by rename (NAME -> NAME_haul_prev, NAME_haul_next -> NAME),
+        /// deletes extraneous objects if asked, and resumes. A failure before
+        /// the swap changes nothing; one during it is swapped back.
+        #[arg(long, value_name = "METHOD")]
+        pause: Option<String>,
+        /// With --pause: the cluster's context (pachctl: must be active; kubectl: --context).
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+        /// With --pause kubectl/enterprise: the cluster's namespace.
+        #[arg(long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// With --pause: how long to wait for pods to stop [default: 5m].
+        #[arg(long, value_name = "DURATION")]
+        pause_timeout: Option<String>,
+        /// With --pause: drop the previous databases (NAME_haul_prev) once
+        /// resumed, instead of keeping them until the next refresh.
+        #[arg(long)]
+        drop_previous: bool,
     },
 
     /// Resume a cluster that a backup paused and could not resume (haul was

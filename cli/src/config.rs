@@ -70,6 +70,13 @@ pub struct RestoreSection {
     #[serde(default)]
     pub delete_extraneous: bool,
     pub helm_values_out: Option<PathBuf>,
+    /// A running cluster to refresh (as `haul restore --pause`).
+    pub pause: Option<String>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+    pub pause_timeout: Option<String>,
+    #[serde(default)]
+    pub drop_previous: bool,
 }
 
 /// The sections of the config file haul-cli reads itself.

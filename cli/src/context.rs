@@ -4,10 +4,11 @@
 
 use haul_mover::{Engine, Limits, Location, Repository, StoreConfig, StoreUrl};
 use haul_pg::{PgConn, redact_url};
+use haul_snapshot::pause::{DEFAULT_PAUSE_TIMEOUT, PauseMethod, PauseSpec};
 use haul_snapshot::{Cancel, Events};
 
 use crate::args::{Global, RepoArg};
-use crate::config::FileConfig;
+use crate::config::{FileConfig, parse_duration};
 use crate::error::{CliError, Result};
 
 /// Everything a command needs, validated.
@@ -125,4 +126,51 @@ pub fn parse_db(raw: &str) -> Result<(String, PgConn)> {
         )));
     }
     Ok((name.to_owned(), PgConn::parse(url)?))
+}
+
+/// `--pause METHOD` with its `--context`, `--namespace` and
+/// `--pause-timeout` (flags over the config file's values), validated:
+/// `None` for no pause (`none` or nothing given), and an error for cluster
+/// flags given without a method. `what` names the command in messages.
+pub fn pause_spec(
+    method: Option<String>,
+    context: Option<String>,
+    namespace: Option<String>,
+    timeout: Option<String>,
+    what: &str,
+) -> Result<Option<PauseSpec>> {
+    let timeout = timeout
+        .map(|t| parse_duration(&t).map_err(|e| CliError::Usage(format!("--pause-timeout: {e}"))))
+        .transpose()?
+        .unwrap_or(DEFAULT_PAUSE_TIMEOUT);
+    let method = match method.as_deref() {
+        None | Some("none") => None,
+        Some(m) => Some(PauseMethod::parse(m).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--pause {m:?}: expected one of {}, none",
+                PauseMethod::NAMES.join(", ")
+            ))
+        })?),
+    };
+    match method {
+        Some(method) => Ok(Some(PauseSpec {
+            method,
+            context,
+            namespace,
+            timeout,
+        })),
+        None => {
+            for (given, flag) in [
+                (context.is_some(), "--context"),
+                (namespace.is_some(), "--namespace"),
+            ] {
+                if given {
+                    return Err(CliError::Usage(format!(
+                        "{flag} applies to a paused {what}: give --pause METHOD too"
+                    )));
+                }
+            }
+            Ok(None)
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub enum PhaseKind {
     Dump,
     /// Writing the snapshot root.
     Commit,
+    /// Swapping refreshed databases in by rename (a refresh, paused).
+    Swap,
+    /// Deleting a target's extraneous objects (a refresh, paused).
+    Delete,
     /// Resuming the cluster.
     Resume,
     /// A restore's plan.
@@ -64,6 +68,8 @@ impl fmt::Display for PhaseKind {
             Self::FinalCopy => f.write_str("final-copy"),
             Self::Dump => f.write_str("dump"),
             Self::Commit => f.write_str("commit"),
+            Self::Swap => f.write_str("swap"),
+            Self::Delete => f.write_str("delete"),
             Self::Resume => f.write_str("resume"),
             Self::Plan => f.write_str("plan"),
             Self::Roles => f.write_str("roles"),
@@ -84,6 +90,8 @@ impl FromStr for PhaseKind {
             "final-copy" => Self::FinalCopy,
             "dump" => Self::Dump,
             "commit" => Self::Commit,
+            "swap" => Self::Swap,
+            "delete" => Self::Delete,
             "resume" => Self::Resume,
             "plan" => Self::Plan,
             "roles" => Self::Roles,
@@ -216,6 +224,8 @@ mod tests {
             "final-copy",
             "dump",
             "commit",
+            "swap",
+            "delete",
             "resume",
             "plan",
             "roles",

@@ -69,6 +69,14 @@ pub struct RestoreStats {
     pub objects_extraneous: u64,
     pub objects_deleted: u64,
     pub objects_failed: u64,
+    /// Objects that differ from the snapshot, left as they are by an
+    /// add-only pass (see [`RestoreOptions::add_only`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub objects_deferred: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Options of a restore.
@@ -76,6 +84,10 @@ pub struct RestoreStats {
 pub struct RestoreOptions {
     /// Delete target objects that are not in the snapshot.
     pub delete_extraneous: bool,
+    /// Copy only what the target lacks: never overwrite a key, never delete
+    /// one. The live pass of a refresh, while the target's application runs
+    /// and may read any key it has.
+    pub add_only: bool,
 }
 
 /// A target object, with the content hash haul knows it to have (if any).
@@ -337,6 +349,13 @@ impl<'a> Restore<'a> {
                             .push(l.key);
                         None
                     }
+                    Decision::Copy { missing: false, .. } if opts.add_only => {
+                        stats
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .objects_deferred += 1;
+                        None
+                    }
                     Decision::Copy { entry, .. } => match spawned(copy_object(
                         self.repo.clone(),
                         self.target.clone(),
@@ -400,7 +419,7 @@ impl<'a> Restore<'a> {
         let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
         stats.objects_failed = failures.len() as u64;
 
-        if opts.delete_extraneous && failures.is_empty() {
+        if opts.delete_extraneous && !opts.add_only && failures.is_empty() {
             let keys = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
             stats.objects_deleted = self.delete(keys).await?;
         }
@@ -412,6 +431,21 @@ impl<'a> Restore<'a> {
             });
         }
         Ok(stats)
+    }
+
+    /// Deletes the target's objects that the snapshot does not hold, and
+    /// nothing else (a refresh's last paused step). Returns how many.
+    pub async fn delete_extraneous(&self) -> Result<u64> {
+        let keys: Vec<String> = merge::join(self.entries(), self.target_objects())
+            .try_filter_map(|j| {
+                futures::future::ready(Ok(match j {
+                    Joined::Right(t) => Some(t.listed.key),
+                    _ => None,
+                }))
+            })
+            .try_collect()
+            .await?;
+        self.delete(keys).await
     }
 
     async fn delete(&self, keys: Vec<String>) -> Result<u64> {

@@ -31,6 +31,7 @@ mod passfile;
 mod process;
 pub mod reload;
 mod stream;
+pub mod swap;
 mod tables;
 mod tls;
 pub mod tools;

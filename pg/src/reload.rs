@@ -104,7 +104,7 @@ pub struct DbRestoreReport {
 }
 
 /// `"name"` with inner quotes doubled.
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
@@ -115,7 +115,7 @@ fn dbname_conninfo(db: &str) -> String {
 }
 
 /// The server's maintenance database, to create or drop a target.
-async fn maintenance(conn: &PgConn, name: &str) -> Result<(Client, PgConn)> {
+pub(crate) async fn maintenance(conn: &PgConn, name: &str) -> Result<(Client, PgConn)> {
     let mut first = None;
     for db in ["postgres", "template1"] {
         let m = conn.with_dbname(db);

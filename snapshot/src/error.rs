@@ -54,6 +54,12 @@ pub enum SnapshotError {
         record: String,
     },
 
+    #[error("cannot refresh: {what}")]
+    NotRunning { what: String },
+
+    #[error("refresh stopped before the swap, nothing changed in the running databases: {what}")]
+    RefreshCheck { what: String },
+
     #[error("interrupted by {signal}")]
     Interrupted { signal: &'static str },
 

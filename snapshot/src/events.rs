@@ -30,6 +30,8 @@ pub enum Event {
     StoppedBeforePause { signal: &'static str },
     /// The paused phase failed; the cluster is being resumed.
     FailedWhilePaused { error: String },
+    /// A refresh failed while paused; the cluster is being resumed.
+    RefreshFailedWhilePaused { error: String, swapped: bool },
     /// The cluster runs again.
     Resumed { downtime_s: f64 },
     /// The snapshot exists, but resuming failed.
@@ -94,6 +96,15 @@ impl fmt::Display for Event {
             Self::FailedWhilePaused { error } => write!(
                 f,
                 "backup failed ({error}); nothing was committed; resuming the cluster"
+            ),
+            Self::RefreshFailedWhilePaused { error, swapped } => write!(
+                f,
+                "refresh failed ({error}); {}; resuming the cluster",
+                if *swapped {
+                    "the databases WERE swapped: staging runs on the snapshot's databases"
+                } else {
+                    "no database was swapped (side databases dropped): staging runs on its own databases"
+                }
             ),
             Self::Resumed { downtime_s } => {
                 write!(f, "cluster resumed; it was paused for {downtime_s:.1}s")

@@ -14,6 +14,8 @@
 //! backup           check ─▶ (pre-copy rounds, live) ─▶ (pause) ─▶ bucket delta ∥ pg_dumps
 //!                  ─▶ commit root (last) ─▶ (resume) ─▶ run record
 //! restore          snapshot ─▶ plan (printed) ─▶ execute (roles, then bucket ∥ databases) ─▶ run record
+//! refresh          a running cluster from a snapshot: side databases restored live ─▶ pause ─▶
+//!                  final bucket pass ─▶ swap by rename ─▶ resume (seconds of downtime)
 //! resume           pause records of runs that died ─▶ their clusters resumed (haul resume; every backup first)
 //! ```
 //!
@@ -29,6 +31,7 @@ pub mod failpoint;
 mod host;
 pub mod pause;
 pub mod predict;
+pub mod refresh;
 pub mod restore;
 pub mod resume;
 pub mod runs;

@@ -7,16 +7,14 @@ use std::time::Duration;
 use haul_mover::MoverError;
 use haul_pg::{DbLimits, DbSource, PgConn};
 use haul_snapshot::backup::{self, BackupRequest};
-use haul_snapshot::pause::{PauseMethod, PauseSpec};
+use haul_snapshot::pause::PauseSpec;
 
 use crate::args::ClusterArgs;
 use crate::config::{ClusterSection, parse_duration};
-use crate::context::{Context, parse_db};
+use crate::context::{Context, parse_db, pause_spec};
 use crate::error::{CliError, Outcome, Result};
 use crate::output::{ProgressView, bytes, emit};
 
-/// Waiting longer than this for pods to stop is a failed pause.
-const DEFAULT_PAUSE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pre-copy rounds at most, by default.
 const DEFAULT_PRECOPY_ROUNDS: u32 = 8;
 
@@ -35,49 +33,22 @@ impl ClusterChoice {
             v.map(|s| parse_duration(&s).map_err(|e| CliError::Usage(format!("--{flag}: {e}"))))
                 .transpose()
         };
-        let method = flags.pause.or(file.pause.clone());
-        let context = flags.context.or(file.context.clone());
-        let namespace = flags.namespace.or(file.namespace.clone());
         let max_downtime = duration(
             "max-downtime",
             flags.max_downtime.or(file.max_downtime.clone()),
         )?;
-        let timeout = duration(
-            "pause-timeout",
+        let pause = pause_spec(
+            flags.pause.or(file.pause.clone()),
+            flags.context.or(file.context.clone()),
+            flags.namespace.or(file.namespace.clone()),
             flags.pause_timeout.or(file.pause_timeout.clone()),
-        )?
-        .unwrap_or(DEFAULT_PAUSE_TIMEOUT);
-        let method = match method.as_deref() {
-            None | Some("none") => None,
-            Some(m) => Some(PauseMethod::parse(m).ok_or_else(|| {
-                CliError::Usage(format!(
-                    "--pause {m:?}: expected one of {}, none",
-                    PauseMethod::NAMES.join(", ")
-                ))
-            })?),
-        };
-        let pause = match method {
-            Some(method) => Some(PauseSpec {
-                method,
-                context,
-                namespace,
-                timeout,
-            }),
-            None => {
-                for (given, flag) in [
-                    (max_downtime.is_some(), "--max-downtime"),
-                    (context.is_some(), "--context"),
-                    (namespace.is_some(), "--namespace"),
-                ] {
-                    if given {
-                        return Err(CliError::Usage(format!(
-                            "{flag} applies to a paused backup: give --pause METHOD too"
-                        )));
-                    }
-                }
-                None
-            }
-        };
+            "backup",
+        )?;
+        if pause.is_none() && max_downtime.is_some() {
+            return Err(CliError::Usage(
+                "--max-downtime applies to a paused backup: give --pause METHOD too".into(),
+            ));
+        }
         Ok(Self {
             pause,
             max_downtime,

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::args::{Cli, Command};
 use crate::config::{merge_databases, parse_duration};
-use crate::context::Context;
+use crate::context::{Context, pause_spec};
 use crate::error::{CliError, Outcome, Result};
 use crate::output::{ProgressView, bytes, emit};
 
@@ -79,8 +79,20 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             delete_extraneous,
             dry_run,
             helm_values_out,
+            pause,
+            context,
+            namespace,
+            pause_timeout,
+            drop_previous,
         } => {
             let file = &ctx.file.restore;
+            let pause = pause_spec(
+                pause.or(file.pause.clone()),
+                context.or(file.context.clone()),
+                namespace.or(file.namespace.clone()),
+                pause_timeout.or(file.pause_timeout.clone()),
+                "restore (a refresh)",
+            )?;
             let repo_url = ctx.repo_url(&repo, true)?;
             let db = merge_databases(&file.databases, &db);
             let args = restore_cmd::RestoreArgs {
@@ -94,6 +106,8 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 delete_extraneous: delete_extraneous || file.delete_extraneous,
                 dry_run,
                 helm_values_out: helm_values_out.or(file.helm_values_out.clone()),
+                pause,
+                drop_previous: drop_previous || file.drop_previous,
             };
             restore_cmd::restore(&ctx, args).await
         }

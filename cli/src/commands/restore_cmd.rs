@@ -9,6 +9,8 @@ use haul_mover::bucket_restore::{RestoreOptions, RestorePlan};
 use haul_mover::{MoverError, Repository, Scheme, StoreUrl};
 use haul_pg::reload::Action;
 use haul_pg::{DbLimits, DbPlan, DbRestoreOptions, DbTarget, PgConn};
+use haul_snapshot::pause::PauseSpec;
+use haul_snapshot::refresh::{RefreshJob, RefreshPlan, RefreshReport, RefreshRequest};
 use haul_snapshot::restore::{RestoreJob, RestoreRequest};
 use serde::Serialize;
 
@@ -29,6 +31,9 @@ pub struct RestoreArgs<'a> {
     pub delete_extraneous: bool,
     pub dry_run: bool,
     pub helm_values_out: Option<PathBuf>,
+    /// Refresh a running cluster, paused this way.
+    pub pause: Option<PauseSpec>,
+    pub drop_previous: bool,
 }
 
 /// The whole plan, as `--dry-run --json` prints it: the bucket's counters
@@ -259,6 +264,34 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
         Some(u) => Some((ctx.stores.open(u, !a.dry_run)?, u.to_string())),
         None => None,
     };
+    if let Some(spec) = a.pause.clone() {
+        if a.db_globals.is_some() {
+            return Err(CliError::Usage(
+                "--db-globals cannot be combined with --pause: replay the roles with a restore \
+                 without --pause first (they do not disturb a running cluster)"
+                    .into(),
+            ));
+        }
+        let helm = match &a.helm_values_out {
+            Some(path) => {
+                Some(rewrite_helm(&repo, &snapshot, path, target_url.as_ref(), &databases).await?)
+            }
+            None => None,
+        };
+        let req = RefreshRequest {
+            target,
+            databases,
+            pause: spec,
+            delete_extraneous: a.delete_extraneous,
+            drop_previous: a.drop_previous,
+            db_options: DbRestoreOptions {
+                clean: true,
+                no_owner: a.no_owner,
+            },
+            db_limits: DbLimits::default(),
+        };
+        return refresh(ctx, &a, &repo, &snapshot, req, helm).await;
+    }
     let req = RestoreRequest {
         target,
         databases,
@@ -317,6 +350,7 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
         .execute(
             &RestoreOptions {
                 delete_extraneous: a.delete_extraneous,
+                ..RestoreOptions::default()
             },
             &ctx.cancel,
         )
@@ -413,5 +447,164 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
         }
         return Ok(Outcome::Damaged);
     }
+    Ok(Outcome::Done)
+}
+
+/// `haul restore --pause ...`: refreshes a running cluster (see
+/// `haul_snapshot::refresh`), plan first.
+async fn refresh(
+    ctx: &Context,
+    a: &RestoreArgs<'_>,
+    repo: &Repository,
+    snapshot: &Snapshot,
+    req: RefreshRequest,
+    helm: Option<HelmOut>,
+) -> Result<Outcome> {
+    let job = RefreshJob::plan(repo, snapshot, req, &ctx.events).await?;
+    let plan = &job.plan;
+    let plan_text = |w: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(
+            w,
+            "refresh plan: snapshot {} into a running cluster ({}{}), paused about {:.1}s (from past refreshes)",
+            plan.snapshot,
+            plan.pause.method.name(),
+            plan.pause
+                .context
+                .as_deref()
+                .map(|c| format!(", context {c}"))
+                .unwrap_or_default(),
+            plan.predicted_downtime_s
+        )?;
+        if let (Some(p), Some(t)) = (&plan.plan, &plan.target) {
+            writeln!(w, "  bucket -> {t}")?;
+            writeln!(
+                w,
+                "    missing:     {:>8} objects  {:>10}  (added while the cluster runs)",
+                p.objects_missing,
+                bytes(p.bytes_missing)
+            )?;
+            writeln!(
+                w,
+                "    different:   {:>8} objects  {:>10}  (overwritten while paused)",
+                p.objects_different,
+                bytes(p.bytes_different)
+            )?;
+            writeln!(
+                w,
+                "    unchanged:   {:>8} objects  {:>10}  (kept)",
+                p.objects_unchanged,
+                bytes(p.bytes_unchanged)
+            )?;
+            writeln!(
+                w,
+                "    extraneous:  {:>8} objects  {:>10}  ({})",
+                p.objects_extraneous,
+                bytes(p.bytes_extraneous),
+                if a.delete_extraneous {
+                    "deleted while paused, after the swap"
+                } else {
+                    "kept; --delete-extraneous removes them"
+                }
+            )?;
+        }
+        for d in &plan.databases {
+            writeln!(
+                w,
+                "  database {} -> {} (restored while running; swapped in by rename while paused; \
+                 {} tables, dump {})",
+                d.name,
+                d.url,
+                d.tables,
+                bytes(d.dump_bytes)
+            )?;
+        }
+        if let Some(h) = &helm {
+            helm_text(w, h, false)?;
+        }
+        Ok(())
+    };
+    if a.dry_run {
+        #[derive(Serialize)]
+        struct DryRun<'a> {
+            #[serde(flatten)]
+            plan: &'a RefreshPlan,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            helm_values: Option<&'a HelmOut>,
+        }
+        let out = DryRun {
+            plan,
+            helm_values: helm.as_ref(),
+        };
+        emit(ctx.json, &out, |w| {
+            plan_text(w)?;
+            writeln!(w, "dry run: nothing changed")
+        });
+        return Ok(Outcome::Done);
+    }
+    if !ctx.json {
+        let _ = plan_text(&mut std::io::stderr());
+    }
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
+    let result = job.execute(&ctx.cancel, &ctx.events).await;
+    view.finish().await;
+    let r = result?;
+    if let Some(h) = &helm {
+        write_atomically(&h.path, &h.rewritten.text)?;
+    }
+    #[derive(Serialize)]
+    struct Done<'a> {
+        #[serde(flatten)]
+        report: &'a RefreshReport,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        helm_values: Option<&'a HelmOut>,
+    }
+    let done = Done {
+        report: &r,
+        helm_values: helm.as_ref(),
+    };
+    emit(ctx.json, &done, |w| {
+        writeln!(
+            w,
+            "refreshed the running cluster from snapshot {}: paused {:.1}s ({:.1}s in all)",
+            r.snapshot, r.downtime_s, r.duration_s
+        )?;
+        if let Some(t) = &r.target {
+            writeln!(w, "bucket:      {t}")?;
+            writeln!(
+                w,
+                "added live:  {} objects ({})",
+                r.live.objects_copied,
+                bytes(r.live.bytes_copied)
+            )?;
+            writeln!(
+                w,
+                "paused:      {} objects overwritten or added ({}), {} deleted",
+                r.paused.objects_copied,
+                bytes(r.paused.bytes_copied),
+                r.paused.objects_deleted
+            )?;
+        }
+        for d in &r.databases {
+            writeln!(
+                w,
+                "database {} -> {}: {}; {} rows checked; previous contents {}",
+                d.name,
+                d.url,
+                if d.swapped {
+                    "swapped in"
+                } else {
+                    "NOT swapped"
+                },
+                d.restore.rows,
+                d.previous
+                    .as_deref()
+                    .map_or("dropped".to_owned(), |p| format!("kept as {p}"))
+            )?;
+        }
+        if let Some(h) = &helm {
+            helm_text(w, h, true)?;
+        }
+        Ok(())
+    });
     Ok(Outcome::Done)
 }
