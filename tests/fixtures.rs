@@ -399,10 +399,11 @@ fn future_format_version() {
     v["version"] = (FORMAT_VERSION + 1).into();
     Fixture::write_json(&config, &v);
     let verify = f.verify(false);
-    assert_ne!(verify.code, 0);
+    // A newer format is no damage (3): a plain failure with a reason to upgrade.
+    assert_eq!(verify.code, 1, "{}", verify.stderr);
     assert!(verify.stderr.contains("upgrade haul"), "{}", verify.stderr);
     let (run, restored) = f.restore("restored", false);
-    assert_ne!(run.code, 0);
+    assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(restored.is_empty(), "{restored:?}");
     f.check("future_format_version");
 }

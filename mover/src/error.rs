@@ -38,6 +38,15 @@ pub enum MoverError {
         matches: String,
     },
 
+    /// Written by a newer haul: not damage, a reason to upgrade.
+    #[error("{what} in {url} is too new for this haul")]
+    TooNew {
+        url: String,
+        what: String,
+        #[source]
+        source: FormatError,
+    },
+
     #[error("{what} in {url} is damaged")]
     Corrupt {
         url: String,
@@ -99,6 +108,10 @@ impl MoverError {
             Self::UnknownSnapshot { url, .. } => {
                 Some(format!("list snapshots with `haul snapshots --repo {url}`"))
             }
+            Self::TooNew { .. } => Some(format!(
+                "this is haul {}: install a newer haul to read this repository; nothing was changed",
+                env!("CARGO_PKG_VERSION")
+            )),
             Self::Corrupt { url, .. } => Some(format!(
                 "run `haul verify --repo {url} --read-data` to find every damaged chunk"
             )),
@@ -162,3 +175,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub type Result<T, E = MoverError> = std::result::Result<T, E>;
+
+impl MoverError {
+    /// A format error met reading `what` of the repository at `url`: damage,
+    /// or a newer format than this haul reads.
+    pub fn format(url: impl Into<String>, what: impl Into<String>, source: FormatError) -> Self {
+        let (url, what) = (url.into(), what.into());
+        if matches!(source, FormatError::TooNew { .. }) {
+            Self::TooNew { url, what, source }
+        } else {
+            Self::Corrupt { url, what, source }
+        }
+    }
+}

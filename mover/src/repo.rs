@@ -139,11 +139,8 @@ impl Repository {
             }
             Err(e) => return Err(MoverError::store("read haul-repo.json from", &loc.url, e)),
         };
-        let config = RepoConfig::from_json(&bytes).map_err(|source| MoverError::Corrupt {
-            url: loc.url.to_string(),
-            what: REPO_CONFIG_PATH.into(),
-            source,
-        })?;
+        let config = RepoConfig::from_json(&bytes)
+            .map_err(|source| MoverError::format(loc.url.to_string(), REPO_CONFIG_PATH, source))?;
         Self::with_config(loc, config, engine)
     }
 
@@ -184,11 +181,7 @@ impl Repository {
     }
 
     fn corrupt(&self, what: String, source: haul_manifest::FormatError) -> MoverError {
-        MoverError::Corrupt {
-            url: self.url(),
-            what,
-            source,
-        }
+        MoverError::format(self.url(), what, source)
     }
 
     // ---- chunks -------------------------------------------------------
