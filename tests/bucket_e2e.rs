@@ -431,14 +431,22 @@ async fn restore_dry_run_changes_nothing() {
         ])
         .ok()
         .json();
-    assert_eq!(num(&plan, "objects_missing"), 1, "{plan}");
-    assert_eq!(num(&plan, "objects_unchanged"), 1);
+    // The same shape as a real run's report: the bucket's plan under `plan`.
+    assert!(
+        plan["target"]
+            .as_str()
+            .is_some_and(|t| t.contains(&dst_bucket)),
+        "{plan}"
+    );
+    let plan = &plan["plan"];
+    assert_eq!(num(plan, "objects_missing"), 1, "{plan}");
+    assert_eq!(num(plan, "objects_unchanged"), 1);
     assert_eq!(
-        num(&plan, "objects_checked"),
+        num(plan, "objects_checked"),
         1,
         "same-size object of unknown content is read, not trusted"
     );
-    assert_eq!(num(&plan, "objects_extraneous"), 1);
+    assert_eq!(num(plan, "objects_extraneous"), 1);
     assert_eq!(
         contents(&*dst, "").await,
         before,

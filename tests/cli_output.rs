@@ -44,3 +44,15 @@ fn usage_errors_exit_2() {
     let r = Haul::new().run(["frobnicate"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// `--json` prints one JSON document even when the command fails.
+#[test]
+fn a_failed_command_prints_a_json_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}/none", dir.path().display());
+    let r = Haul::new().run(["--json", "snapshots", "--repo", &repo]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("one JSON document");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    assert_eq!(v["exit_code"], 1);
+}

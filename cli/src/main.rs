@@ -84,6 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.global.json;
     let result = runtime.block_on(async {
         let cancel = signals::install()?;
         let ctx = context::Context::new(
@@ -97,8 +98,13 @@ fn main() -> ExitCode {
         Ok(error::Outcome::Done) => ExitCode::SUCCESS,
         Ok(error::Outcome::Damaged) => ExitCode::from(error::EXIT_DAMAGED),
         Err(e) => {
-            output::say_error(&e.chain(), e.hint().as_deref());
-            ExitCode::from(e.exit_code())
+            let (chain, hint, code) = (e.chain(), e.hint(), e.exit_code());
+            output::say_error(&chain, hint.as_deref());
+            if json {
+                // `--json` always prints one document, a failure too.
+                output::emit_error(&chain, hint.as_deref(), code);
+            }
+            ExitCode::from(code)
         }
     }
 }

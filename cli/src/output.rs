@@ -51,6 +51,23 @@ pub fn say_error(chain: &str, hint: Option<&str>) {
     }
 }
 
+/// With `--json`, a failed command's one document on stdout.
+pub fn emit_error(chain: &str, hint: Option<&str>, exit_code: u8) {
+    #[derive(Serialize)]
+    struct Failed<'a> {
+        error: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hint: Option<&'a str>,
+        exit_code: u8,
+    }
+    let failed = Failed {
+        error: chain,
+        hint,
+        exit_code,
+    };
+    emit(true, &failed, |_| Ok(()));
+}
+
 /// Draws the engine's progress counters while a command runs.
 #[derive(Debug)]
 pub struct ProgressView {

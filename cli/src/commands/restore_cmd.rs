@@ -36,11 +36,14 @@ pub struct RestoreArgs<'a> {
     pub drop_previous: bool,
 }
 
-/// The whole plan, as `--dry-run --json` prints it: the bucket's counters
-/// at the top level (as before databases existed), then the databases.
+/// The whole plan, as `--dry-run --json` prints it: the same shape as a
+/// real run's report (`snapshot`, `target`, the bucket's counters under
+/// `plan`), with each database's plan.
 #[derive(Debug, Serialize)]
 struct Plan {
-    #[serde(flatten)]
+    snapshot: haul_manifest::SnapshotId,
+    target: Option<String>,
+    #[serde(rename = "plan")]
     bucket: Option<RestorePlan>,
     databases: Vec<DbPlan>,
     globals: Option<String>,
@@ -310,6 +313,8 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
     };
     let job = RestoreJob::plan(&repo, &snapshot, req).await?;
     let plan = Plan {
+        snapshot: snapshot.id,
+        target: job.target_url().map(str::to_owned),
         bucket: job.plan.clone(),
         databases: job.database_plans(),
         globals: job.globals_target(),
