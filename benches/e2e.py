@@ -5,6 +5,11 @@ One command:  python3 benches/e2e.py            (full scale, ~1 hour)
               python3 benches/e2e.py --quick    (1/10 scale, a few minutes)
               python3 benches/e2e.py --smoke    (tiny; proves the harness runs; CI runs it)
 
+The paused window at scale, behind a 50 ms latency proxy (not in the
+default set; `--smoke` runs it tiny):
+              python3 benches/e2e.py --scenarios scale --objects 200000 --db-gb 2 \
+                  --haul-before OLD/haul --runs 2
+
 It starts its own SeaweedFS (scripts/services.sh on its own ports), uses
 rclone from the same venv, generates the data sets, runs every scenario for
 haul and for rclone alternately, several times, and prints a Markdown table
@@ -42,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
@@ -65,6 +71,8 @@ class Bench:
         self.results = []  # rows for the table
         self.tmp = tempfile.mkdtemp(prefix="haul-e2e-", dir=args.workdir)
         self.n_bucket = 0
+        self.scale_rows = []  # the scale scenario's own table
+        self.proxy = None
 
     # ---------------------------------------------------------- services --
     def start(self):
@@ -82,6 +90,7 @@ class Bench:
         self.key = vals["HAUL_TEST_S3_ACCESS_KEY"]
         self.secret = vals["HAUL_TEST_S3_SECRET_KEY"]
         self.rclone = os.path.join(vals["HAUL_TOOLS_BIN"], "rclone")
+        self.pg_url = vals["HAUL_TEST_PG_URL"]
         with open(os.path.join(SERVICES_ENV["HAUL_SERVICES_DIR"], "weed.pid")) as f:
             self.server_pid = int(f.read().strip())
         self.env = dict(os.environ)
@@ -98,6 +107,7 @@ class Bench:
             })
 
     def stop(self):
+        self.stop_proxy()
         env = dict(os.environ, **SERVICES_ENV)
         subprocess.run(["bash", f"{ROOT}/scripts/services.sh", "stop"], env=env)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -477,6 +487,252 @@ class Bench:
         shutil.rmtree(d)
         shutil.rmtree(repo)
 
+    # ------------------------------------------------------------ scale ----
+    # The paused window at scale: a bucket of many small objects and a
+    # `pachyderm` database of some GB, the S3 server behind a loopback proxy
+    # that adds a round trip (benches/latency_proxy.py) to every request.
+
+    def start_proxy(self):
+        """Starts the latency proxy in front of the S3 server; returns its endpoint."""
+        upstream = urllib.parse.urlparse(self.endpoint)
+        self.proxy = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "benches", "latency_proxy.py"), "--listen", "0",
+             "--upstream-host", upstream.hostname, "--upstream", str(upstream.port),
+             "--delay-ms", str(self.args.delay_ms)], stdout=subprocess.PIPE, text=True)
+        line = self.proxy.stdout.readline().split()
+        if line[:1] != ["ready"]:
+            raise SystemExit(f"latency proxy did not start: {line}")
+        return f"http://127.0.0.1:{line[1]}"
+
+    def stop_proxy(self):
+        if self.proxy and self.proxy.poll() is None:
+            self.proxy.terminate()
+            try:
+                self.proxy.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proxy.kill()
+                self.proxy.wait()
+        self.proxy = None
+
+    def db_url(self, db):
+        """The test server's URL for database `db` (postgres, trust, loopback)."""
+        return self.pg_url.rsplit("/", 1)[0] + "/" + db
+
+    def psql(self, db, sql):
+        return subprocess.run(["psql", self.db_url(db), "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql], env=self.env,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def scale_db(self, gb):
+        """A `pachyderm` database of `gb` GB (pg_database_size), generated
+        server-side; a tiny `dex`. Returns the size in bytes."""
+        for db in ("pachyderm", "dex"):
+            self.psql("postgres", f"DROP DATABASE IF EXISTS {db}")
+            self.psql("postgres", f"CREATE DATABASE {db}")
+        self.psql("dex", "CREATE TABLE keys (id text PRIMARY KEY, signing_key text, next_rotation timestamptz);"
+                         "INSERT INTO keys SELECT 'k' || g, md5(g::text), now() FROM generate_series(1, 20) g")
+        # Text payloads of hex digests: about 2:1 for zstd or zlib, like
+        # protobuf-in-JSON metadata; two tables, as pfs and pps hold most rows.
+        self.psql("pachyderm",
+                  "CREATE TABLE commits (id bigserial PRIMARY KEY, repo text, branch text, origin int, "
+                  "created timestamptz DEFAULT now(), info text);"
+                  "CREATE TABLE fileset_entries (id bigserial PRIMARY KEY, path text, hash text, "
+                  "size_bytes bigint, info text)")
+        payload = " || ".join(["md5(random()::text)"] * 8)
+        target, t0, batch = gb * 1e9, time.monotonic(), 4000 if self.args.smoke else 400_000
+        size, i = 0, 0
+        while True:
+            size = int(self.psql("pachyderm", "SELECT pg_database_size('pachyderm')"))
+            if size >= target:
+                break
+            if i % 2 == 0:
+                self.psql("pachyderm", f"INSERT INTO commits (repo, branch, origin, info) SELECT 'repo-' || (g % 97), "
+                                       f"'master', g % 3, {payload} FROM generate_series(1, {batch}) g")
+            else:
+                self.psql("pachyderm", f"INSERT INTO fileset_entries (path, hash, size_bytes, info) SELECT "
+                                       f"'/data/' || g || '.json', md5(g::text), g % 100000, {payload} "
+                                       f"FROM generate_series(1, {batch}) g")
+            i += 1
+        self.psql("pachyderm", "VACUUM ANALYZE")
+        log(f"scale: database pachyderm is {size / 1e9:.2f} GB ({time.monotonic() - t0:.0f}s to generate)")
+        return size
+
+    def put_objects(self, bucket, n, seed):
+        """Uploads n small objects under chunk/<32 hex digits> (uniformly
+        spread keys, like content addresses), in slices of 100,000 files."""
+        rnd = random.Random(seed)
+        buf = os.urandom(1 << 16)
+        done, t0 = 0, time.monotonic()
+        while done < n:
+            k = min(100_000, n - done)
+            d = os.path.join(self.tmp, f"objs-{seed}")
+            os.makedirs(os.path.join(d, "chunk"))
+            for _ in range(k):
+                size = rnd.randrange(64, 1024)
+                off = rnd.randrange(0, len(buf) - size)
+                with open(os.path.join(d, "chunk", f"{rnd.getrandbits(128):032x}"), "wb") as f:
+                    f.write(rnd.getrandbits(128).to_bytes(16, "little") + buf[off:off + size])
+            # New, unique keys: no need to list or check the destination.
+            self.run(self.rc("copy", "--no-check-dest", d, f"src:{bucket}"))
+            shutil.rmtree(d)
+            done += k
+            if n >= 100_000:
+                log(f"scale: {done}/{n} objects uploaded ({time.monotonic() - t0:.0f}s)")
+            seed = f"{seed}+"
+            rnd = random.Random(seed)
+
+    @staticmethod
+    def kubectl(env, *a):
+        return subprocess.run(["kubectl", "--context", "bench", *a], env=env, check=True, capture_output=True,
+                              text=True).stdout
+
+    def naive_pause(self, env):
+        """By hand, as an operator would: `kubectl scale` pachd, then the
+        workers, to 0, and wait until their pods are gone."""
+        self.kubectl(env, "scale", "deployment", "pachd", "--replicas=0")
+        self.kubectl(env, "scale", "rc", "pipeline-a-v1", "--replicas=0")
+        for sel in ("app=pachd", "suite=pachyderm,component=worker"):
+            while json.loads(self.kubectl(env, "get", "pods", "-l", sel, "-o", "json"))["items"]:
+                time.sleep(0.1)
+
+    def naive_resume(self, env):
+        self.kubectl(env, "scale", "deployment", "pachd", "--replicas=1")
+        self.kubectl(env, "scale", "rc", "pipeline-a-v1", "--replicas=1")
+
+    def scale_haul(self, name, binary, env, src, repo, dbs):
+        """One two-phase backup; returns (downtime s, {paused phase: s}, wall s)."""
+        cmd = [binary, "--json", "backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}",
+               "--pause", "kubectl", "--context", "bench"]
+        for db in dbs:
+            cmd += ["--db", f"{db}={self.db_url(db)}"]
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        if r.returncode != 0:
+            raise SystemExit(f"haul backup --pause failed ({binary}):\n{r.stderr[-3000:]}")
+        rep = json.loads(r.stdout)
+        phases = rep["phases"]
+        if any("paused" in p for p in phases):
+            paused = [p for p in phases if p.get("paused")]
+        else:
+            # Before the phases carried `paused`: everything from `pause` on
+            # (pause, the final copy and the dumps, commit, resume).
+            at = next(i for i, p in enumerate(phases) if p["name"] == "pause")
+            paused = phases[at:]
+        by_name = {}
+        for p in paused:
+            by_name[p["name"]] = by_name.get(p["name"], 0.0) + p["seconds"]
+        log(f"scale: {name}: down {rep['downtime_s']:.2f}s ({', '.join(f'{n} {s:.2f}' for n, s in by_name.items())}), "
+            f"{wall:.1f}s in all, {rep.get('precopy_rounds')} pre-copy round(s)")
+        return rep["downtime_s"], by_name, wall
+
+    def scale(self):
+        """The paused window at scale: haul before this issue, haul now, and
+        the naive procedure (pause, copy the whole bucket, pg_dump, resume),
+        every S3 request 50 ms away. Per round, 0.1% new objects and a few
+        thousand new rows first; the bucket is quiet during the backups."""
+        a = self.args
+        counts = [int(c) for c in a.objects.split(",")]
+        db_bytes = self.scale_db(a.db_gb)
+        proxied = self.start_proxy()
+        src = "src-scale"
+        self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
+        tools = [("after", a.haul)] + ([("before", a.haul_before)] if a.haul_before else [])
+        env = self.fake_cluster()
+        penv = dict(env, AWS_ENDPOINT_URL=proxied)
+        for remote in ("PSRC", "PDST"):
+            penv[f"RCLONE_CONFIG_{remote}_ENDPOINT"] = proxied
+            for k in ("TYPE", "PROVIDER", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "REGION", "FORCE_PATH_STYLE"):
+                penv[f"RCLONE_CONFIG_{remote}_{k}"] = self.env[f"RCLONE_CONFIG_SRC_{k}"]
+        dbs = ("pachyderm", "dex")
+        repos = {name: self.bucket(f"repo-{name}") for name, _ in tools}
+        have = 0
+        for n in counts:
+            self.put_objects(src, n - have, seed=f"scale-{n}")
+            have = n
+            # Setup, straight to the server: each repository's backup of the
+            # bucket as it now is (the first one full).
+            for name, binary in tools:
+                if n == counts[0]:
+                    self.run([binary, "--json", "init", f"s3://{repos[name]}"])
+                self.scale_haul(f"{name} (setup, no proxy)", binary, env, src, repos[name], dbs)
+            runs = {name: [] for name, _ in tools}
+            runs["naive"] = []
+            order = [name for name, _ in tools] + (["naive"] if n <= a.naive_up_to else [])
+            for r in range(a.scale_runs):
+                # 0.1% new objects and a few thousand new rows since the last backups.
+                self.put_objects(src, max(1, n // 1000), seed=f"scale-{n}-change-{r}")
+                self.psql("pachyderm", "INSERT INTO commits (repo, branch, origin, info) SELECT 'repo-new', "
+                                       "'master', 1, md5(random()::text) FROM generate_series(1, 5000)")
+                k = r % len(order)
+                for name in order[k:] + order[:k]:
+                    if name == "naive":
+                        runs["naive"].append(self.scale_naive(env, penv, src, dbs))
+                    else:
+                        binary = dict(tools)[name]
+                        runs[name].append(self.scale_haul(name, binary, penv, src, repos[name], dbs))
+            self.scale_record(n, db_bytes, runs)
+        self.stop_proxy()
+
+    def scale_naive(self, env, penv, src, dbs):
+        """Pause, rclone copy of the whole bucket into a fresh one (through
+        the proxy), pg_dump -Fc of each database, resume: the seconds paused."""
+        dst = self.bucket("naive")
+        out = os.path.join(self.tmp, "naive-dumps")
+        os.makedirs(out, exist_ok=True)
+        t0 = time.monotonic()
+        self.naive_pause(env)
+        t1 = time.monotonic()
+        subprocess.run(self.rc("copy", f"psrc:{src}", f"pdst:{dst}"), env=penv, check=True, capture_output=True)
+        t2 = time.monotonic()
+        for db in dbs:
+            subprocess.run(["pg_dump", "-Fc", "-f", os.path.join(out, db), self.db_url(db)], env=env, check=True)
+        t3 = time.monotonic()
+        self.naive_resume(env)
+        t4 = time.monotonic()
+        phases = {"pause": t1 - t0, "rclone copy": t2 - t1, "pg_dump": t3 - t2, "resume": t4 - t3}
+        log(f"scale: naive: down {t4 - t0:.2f}s ({', '.join(f'{k} {v:.2f}' for k, v in phases.items())})")
+        shutil.rmtree(out)
+        self.drop(dst)
+        return t4 - t0, phases, t4 - t0
+
+    def scale_record(self, n, db_bytes, runs):
+        def summary(rs):
+            if not rs:
+                return None
+            names = list(dict.fromkeys(k for r in rs for k in r[1]))
+            return {"median": statistics.median(r[0] for r in rs), "range": [min(r[0] for r in rs), max(r[0] for r in rs)],
+                    "phases": {k: statistics.median(r[1].get(k, 0.0) for r in rs) for k in names},
+                    "wall": statistics.median(r[2] for r in rs), "runs": len(rs)}
+        row = {"objects": n, "db_bytes": db_bytes, "delay_ms": self.args.delay_ms,
+               **{name: summary(rs) for name, rs in runs.items()}}
+        self.scale_rows.append(row)
+        log(json.dumps(row))
+        as_runs = lambda rs: [(r[0], 0.0, "", 0.0, 0.0) for r in rs]
+        note = f"{n} objects, {db_bytes / 1e9:.2f} GB database, {self.args.delay_ms:g} ms per request; seconds paused"
+        for other in ("before", "naive"):
+            if runs["after"] and runs.get(other):
+                self.record("scale", f"cluster paused: two-phase backup vs {other}", as_runs(runs["after"]),
+                            as_runs(runs[other]), 0, note=note, a="haul (after)", b=other)
+
+    def scale_table(self):
+        out = ["| objects | database | paused: before | paused: after | paused: naive | after's paused phases (s) "
+               "| before / after | naive / after | runs |",
+               "|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for r in self.scale_rows:
+            cell = lambda t: (f"{r[t]['median']:.2f} s ({r[t]['range'][0]:.2f}–{r[t]['range'][1]:.2f})"
+                              if r.get(t) else "-")
+            ratio = lambda t: f"{r[t]['median'] / r['after']['median']:.1f}x" if r.get(t) and r.get("after") else "-"
+            phases = ", ".join(f"{k} {v:.2f}" for k, v in r["after"]["phases"].items()) if r.get("after") else "-"
+            runs = "/".join(str(r[t]["runs"]) for t in ("before", "after", "naive") if r.get(t))
+            out.append(f"| {r['objects']:,} | {r['db_bytes'] / 1e9:.2f} GB | {cell('before')} | {cell('after')} "
+                       f"| {cell('naive')} | {phases} | {ratio('before')} | {ratio('naive')} | {runs} |")
+        for r in self.scale_rows:
+            for t in ("before", "naive"):
+                if r.get(t):
+                    out.append(f"- {r['objects']:,} objects, {t}'s paused phases (s): "
+                               + ", ".join(f"{k} {v:.2f}" for k, v in r[t]["phases"].items()))
+        return "\n".join(out)
+
     # ------------------------------------------------------------ report ---
     def table(self):
         out = ["| scenario | what | A | B | A s | B s | B time / A time | A MiB/s | B MiB/s | A peak RSS | B peak RSS | A CPU s | B CPU s | server CPU s (A / B) | runs |",
@@ -513,9 +769,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1/10 of the full scale")
     ap.add_argument("--smoke", action="store_true", help="tiny data, one run: proves the harness works")
-    ap.add_argument("--runs", type=int, default=3, help="runs per scenario and tool (median reported)")
-    ap.add_argument("--scenarios", default="cluster,downtime,small,large,listing",
-                    help="comma-separated subset of: cluster, downtime (needs cluster), small, large, listing")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="runs per scenario and tool (median reported; default 3, scale 2)")
+    ap.add_argument("--scenarios", default=None,
+                    help="comma-separated subset of: cluster, downtime (needs cluster), small, large, listing, "
+                         "scale (default: all but scale; --smoke adds a tiny scale)")
+    ap.add_argument("--objects", default=None,
+                    help="scale: the bucket's object counts, ascending, measured in turn as the bucket grows "
+                         "(default 200000; --smoke 300)")
+    ap.add_argument("--db-gb", type=float, default=None,
+                    help="scale: size of the `pachyderm` database in GB (default 2; --smoke 0.01)")
+    ap.add_argument("--delay-ms", type=float, default=50.0,
+                    help="scale: added to every S3 request by benches/latency_proxy.py (default 50)")
+    ap.add_argument("--haul-before", default=None,
+                    help="scale: an older haul binary to measure beside --haul (the `before` column)")
+    ap.add_argument("--naive-up-to", type=int, default=200_000,
+                    help="scale: measure the naive procedure only at object counts up to this (default 200000)")
     ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"),
                     help="haul binary (default: target/release/haul, built if missing)")
     ap.add_argument("--probe", default=os.path.join(ROOT, "target", "release", "s3probe"),
@@ -526,8 +795,14 @@ def main():
     ap.add_argument("--json-out", help="also write the results as JSON here")
     args = ap.parse_args()
     args.scale = 0.001 if args.smoke else 0.1 if args.quick else 1.0
+    if args.scenarios is None:
+        args.scenarios = "cluster,downtime,small,large,listing" + (",scale" if args.smoke else "")
+    args.objects = args.objects or ("300" if args.smoke else "200000")
+    args.db_gb = args.db_gb if args.db_gb is not None else 0.01 if args.smoke else 2.0
+    args.scale_runs = args.runs or 2
+    args.runs = args.runs or 3
     if args.smoke:
-        args.runs = 1
+        args.runs = args.scale_runs = 1
     if not (os.path.exists(args.haul) and os.path.exists(args.probe)):
         log("building haul and s3probe (release)")
         subprocess.run(["cargo", "build", "--release", "-p", "haul-cli", "-p", "haul-benches",
@@ -544,12 +819,17 @@ def main():
             b.large_object()
         if "listing" in scen:
             b.listing_scale()
+        if "scale" in scen:
+            b.scale()
     finally:
         b.stop()
     print(b.table())
+    if b.scale_rows:
+        print()
+        print(b.scale_table())
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump(b.results, f, indent=2)
+            json.dump(b.results + [{"scale": r} for r in b.scale_rows], f, indent=2)
 
 
 if __name__ == "__main__":
