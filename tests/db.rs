@@ -426,7 +426,8 @@ async fn owners_roles_and_no_owner() {
     let db = Pg::unique("owned");
     pg.admin(&[
         format!("CREATE ROLE {role} NOLOGIN"),
-        format!("CREATE DATABASE {db} OWNER {role}"),
+        format!("CREATE DATABASE {db} OWNER {role} CONNECTION LIMIT 7"),
+        format!("ALTER DATABASE {db} SET work_mem = '5MB'"),
     ])
     .await;
     pg.exec(
@@ -521,6 +522,34 @@ async fn owners_roles_and_no_owner() {
         "existing roles are reported, not fatal: {r}"
     );
     assert_eq!(owner(target2.clone()).await, role);
+    // The database itself is as it was: its owner (on PostgreSQL 15 the
+    // owner's is the `public` schema: the application's role may create
+    // there), connection limit and settings.
+    let c = pg.client("postgres").await;
+    let row = c
+        .query_one(
+            "SELECT pg_get_userbyid(d.datdba)::text, d.datconnlimit, \
+                    (SELECT setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) \
+             FROM pg_database d WHERE d.datname = $1",
+            &[&target2],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), role);
+    assert_eq!(row.get::<_, i32>(1), 7);
+    assert_eq!(row.get::<_, Vec<String>>(2), ["work_mem=5MB"]);
+    let may_create: bool = pg
+        .client(&target2)
+        .await
+        .query_one(
+            "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+            &[&role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(may_create, "the owner's role may create in public");
+    drop(c);
     pg.admin(&[
         format!("DROP DATABASE {target2}"),
         format!("DROP ROLE {role}"),

@@ -71,8 +71,8 @@ pub mod tree;
 pub use error::FormatError;
 pub use id::{ChunkId, InvalidId, RepoId, SnapshotId};
 pub use model::{
-    BucketRecord, CdcParams, DatabaseRecord, FORMAT_VERSION, GlobalsRecord, ObjectEntry,
-    RepoConfig, SegmentRef, Snapshot, TargetState,
+    BucketRecord, CdcParams, DatabaseGrant, DatabaseRecord, DatabaseShape, FORMAT_VERSION,
+    GlobalsRecord, ObjectEntry, RepoConfig, SegmentRef, Snapshot, TargetState,
 };
 pub use pause::{PauseMethod, PauseRecord, PauseStep, PausedBy, Workload, WorkloadKind};
 pub use run::{Phase, PhaseKind, RunKind, RunRecord, RunStats};

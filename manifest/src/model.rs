@@ -246,6 +246,39 @@ pub struct DatabaseRecord {
     /// pg_restore at least as new to read the archive.
     #[serde(default)]
     pub pg_dump_version: String,
+    /// What makes the database itself beyond its contents, read when it
+    /// was dumped; a restore creates a missing target like it. (Snapshots
+    /// of older haul versions have none: the target is created plainly.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<DatabaseShape>,
+}
+
+/// A database's owner, encoding, locale, connection limit, settings and
+/// privileges (`pg_database`, `pg_db_role_setting`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseShape {
+    pub owner: String,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// -1: no limit.
+    pub connection_limit: i32,
+    /// `ALTER DATABASE ... SET` settings (`key=value`) for every role.
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// The database's privileges; `None` when they are the defaults.
+    #[serde(default)]
+    pub grants: Option<Vec<DatabaseGrant>>,
+}
+
+/// One privilege on a database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseGrant {
+    /// The role, or `None` for PUBLIC.
+    pub grantee: Option<String>,
+    /// `CONNECT`, `CREATE` or `TEMPORARY`.
+    pub privilege: String,
+    pub grantable: bool,
 }
 
 /// The cluster-wide objects of a PostgreSQL server (roles, tablespaces), as

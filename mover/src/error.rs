@@ -38,13 +38,14 @@ pub enum MoverError {
         matches: String,
     },
 
-    /// Written by a newer haul: not damage, a reason to upgrade.
+    /// Written by a newer haul: not damage, a reason to upgrade. (Boxed: a
+    /// second inline `FormatError` would cost every error 8 bytes.)
     #[error("{what} in {url} is too new for this haul")]
     TooNew {
         url: String,
         what: String,
         #[source]
-        source: FormatError,
+        source: Box<FormatError>,
     },
 
     #[error("{what} in {url} is damaged")]
@@ -182,7 +183,11 @@ impl MoverError {
     pub fn format(url: impl Into<String>, what: impl Into<String>, source: FormatError) -> Self {
         let (url, what) = (url.into(), what.into());
         if matches!(source, FormatError::TooNew { .. }) {
-            Self::TooNew { url, what, source }
+            Self::TooNew {
+                url,
+                what,
+                source: Box::new(source),
+            }
         } else {
             Self::Corrupt { url, what, source }
         }

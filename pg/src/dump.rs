@@ -11,7 +11,7 @@
 //! snapshot is exported is the moment the dump shows, however long pg_dump
 //! runs after the cluster has resumed.
 
-use haul_manifest::DatabaseRecord;
+use haul_manifest::{DatabaseRecord, DatabaseShape};
 use haul_mover::Repository;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -22,6 +22,7 @@ use crate::conn;
 use crate::error::{PgError, Result};
 use crate::limits::DbLimits;
 use crate::process::Running;
+use crate::shape;
 use crate::tools::{PgVersion, Tool};
 use crate::{stream, tables};
 
@@ -46,6 +47,9 @@ pub struct Prepared {
     /// `SHOW server_version`, e.g. `15.18 (Debian 15.18-0+deb12u1)`.
     pub server_version: String,
     pub tool: Tool,
+    /// Owner, encoding, locale, settings, privileges: for a restore to
+    /// create the database like this one.
+    shape: DatabaseShape,
 }
 
 /// One database of a backup, as `haul backup --json` reports it.
@@ -107,12 +111,14 @@ pub async fn prepare(source: DbSource, tool: &Tool) -> Result<Prepared> {
     let client = conn::connect(&source.conn, &source.name).await?;
     let (server, server_version) = server_version(&client, &source.name, &source.conn).await?;
     tool.check_not_older(&server, "the server", &source.name)?;
+    let shape = shape::read(&client, &source.name, &source.conn, &source.conn.dbname).await?;
     Ok(Prepared {
         source,
         client,
         server,
         server_version,
         tool: tool.clone(),
+        shape,
     })
 }
 
@@ -268,6 +274,7 @@ impl Exported {
             tables: counts,
             url: conn.display_url(),
             pg_dump_version: this.tool.version.text.clone(),
+            shape: Some(this.shape.clone()),
         };
         let report = DbBackupReport {
             name,

@@ -8,9 +8,10 @@ pub const PG_BIN_ENV: &str = "HAUL_PG_BIN";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PgError {
-    /// Reading or writing the repository while streaming a dump.
+    /// Reading or writing the repository while streaming a dump (boxed:
+    /// the engine's errors are large, and most of these are not them).
     #[error(transparent)]
-    Mover(#[from] MoverError),
+    Mover(Box<MoverError>),
 
     #[error("invalid PostgreSQL URL {url}: {reason}")]
     Url { url: String, reason: String },
@@ -138,6 +139,12 @@ fn stderr_text(s: &str) -> String {
         String::new()
     } else {
         format!(": {}", s.trim())
+    }
+}
+
+impl From<MoverError> for PgError {
+    fn from(e: MoverError) -> Self {
+        Self::Mover(Box::new(e))
     }
 }
 

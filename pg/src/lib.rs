@@ -30,6 +30,7 @@ mod limits;
 mod passfile;
 mod process;
 pub mod reload;
+pub mod shape;
 mod stream;
 pub mod swap;
 mod tables;

@@ -17,6 +17,7 @@ use crate::dump::server_version;
 use crate::error::{PgError, Result};
 use crate::limits::DbLimits;
 use crate::process::Running;
+use crate::shape::{self, quote_ident};
 use crate::stream;
 use crate::tables::{self, Mismatch};
 use crate::tools::{self, PgVersion, Tool};
@@ -101,11 +102,6 @@ pub struct DbRestoreReport {
     pub rows: u64,
     pub row_count_mismatches: Vec<Mismatch>,
     pub duration_s: f64,
-}
-
-/// `"name"` with inner quotes doubled.
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// `dbname='...'` for a conninfo string: only the database name goes on the
@@ -272,18 +268,16 @@ impl PlannedDb {
         let name = &self.plan.name;
         let created = if self.plan.action == Action::Create {
             let (client, _) = maintenance(&self.conn, name).await?;
-            client
-                .batch_execute(&format!(
-                    "CREATE DATABASE {}",
-                    quote_ident(&self.conn.dbname)
-                ))
-                .await
-                .map_err(|source| PgError::Query {
-                    name: name.clone(),
-                    server: self.conn.server(),
-                    what: format!("creating database {}", self.conn.dbname),
-                    source,
-                })?;
+            // Like the original: owner, encoding, locale, settings, privileges.
+            shape::create(
+                &client,
+                name,
+                &self.conn,
+                &self.conn.dbname,
+                self.record.shape.as_ref(),
+                opts.no_owner,
+            )
+            .await?;
             true
         } else {
             false

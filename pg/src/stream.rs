@@ -131,7 +131,7 @@ pub async fn store<R: Read + Send + 'static>(
     stored?;
     let (hash, bytes) = chunker
         .await
-        .map_err(|e| PgError::Mover(haul_mover::MoverError::Task(e.to_string())))?;
+        .map_err(|e| PgError::from(haul_mover::MoverError::Task(e.to_string())))?;
     out.hash = hash;
     out.bytes = bytes;
     Ok(out)

@@ -9,7 +9,8 @@ use tokio_postgres::Client;
 
 use crate::config::PgConn;
 use crate::error::{PgError, Result};
-use crate::reload::{maintenance, quote_ident};
+use crate::reload::maintenance;
+use crate::shape::quote_ident;
 
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_IDENT: usize = 63;
@@ -24,23 +25,7 @@ pub fn prev_name(db: &str) -> String {
     format!("{db}_haul_prev")
 }
 
-/// What makes a database itself, beyond its contents: copied from the live
-/// database to the side one, so the swap changes nothing but the data.
-#[derive(Debug, Clone)]
-pub struct DbShape {
-    pub owner: String,
-    pub encoding: String,
-    pub collate: String,
-    pub ctype: String,
-    pub connection_limit: i32,
-    /// `ALTER DATABASE ... SET` settings (`key=value`), for every role.
-    pub settings: Vec<String>,
-    /// `GRANT` statements reproducing the database's ACL, with `{db}` for its
-    /// name; `None` when the ACL is the default.
-    pub grants: Option<Vec<String>>,
-}
-
-fn query_err(
+pub(crate) fn query_err(
     name: &str,
     conn: &PgConn,
     what: String,
@@ -82,106 +67,6 @@ pub async fn exists(c: &Client, name: &str, conn: &PgConn, db: &str) -> Result<b
             .map_err(query_err(name, conn, format!("looking for database {db}")))?
             .is_some(),
     )
-}
-
-/// The shape of database `db`.
-pub async fn shape(c: &Client, name: &str, conn: &PgConn, db: &str) -> Result<DbShape> {
-    let row = c
-        .query_one(
-            "SELECT pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, \
-                    d.datctype, d.datconnlimit, d.datacl IS NULL, \
-                    coalesce((SELECT setconfig FROM pg_db_role_setting s \
-                              WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}') \
-             FROM pg_database d WHERE d.datname = $1",
-            &[&db],
-        )
-        .await
-        .map_err(query_err(
-            name,
-            conn,
-            format!("reading the settings of database {db}"),
-        ))?;
-    let default_acl: bool = row.get(5);
-    let grants = if default_acl {
-        None
-    } else {
-        let rows = c
-            .query(
-                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
-                        a.privilege_type, a.is_grantable \
-                 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = $1",
-                &[&db],
-            )
-            .await
-            .map_err(query_err(name, conn, format!("reading the privileges on database {db}")))?;
-        Some(
-            rows.iter()
-                .map(|r| {
-                    let (who, what, grantable): (String, String, bool) =
-                        (r.get(0), r.get(1), r.get(2));
-                    format!(
-                        "GRANT {what} ON DATABASE {{db}} TO {who}{}",
-                        if grantable { " WITH GRANT OPTION" } else { "" }
-                    )
-                })
-                .collect(),
-        )
-    };
-    Ok(DbShape {
-        owner: row.get(0),
-        encoding: row.get(1),
-        collate: row.get(2),
-        ctype: row.get(3),
-        connection_limit: row.get(4),
-        settings: row.get(6),
-        grants,
-    })
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Creates `db` shaped like `shape`: owner, encoding, locale, connection
-/// limit, database settings and privileges.
-pub async fn create_like(
-    c: &Client,
-    name: &str,
-    conn: &PgConn,
-    db: &str,
-    shape: &DbShape,
-) -> Result<()> {
-    let q = quote_ident(db);
-    let mut sql = vec![format!(
-        "CREATE DATABASE {q} OWNER {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} CONNECTION LIMIT {}",
-        quote_ident(&shape.owner),
-        quote_literal(&shape.encoding),
-        quote_literal(&shape.collate),
-        quote_literal(&shape.ctype),
-        shape.connection_limit
-    )];
-    for s in &shape.settings {
-        if let Some((k, v)) = s.split_once('=') {
-            sql.push(format!(
-                "ALTER DATABASE {q} SET {} = {}",
-                quote_ident(k),
-                quote_literal(v)
-            ));
-        }
-    }
-    if let Some(grants) = &shape.grants {
-        sql.push(format!("REVOKE ALL ON DATABASE {q} FROM PUBLIC"));
-        sql.extend(grants.iter().map(|g| g.replace("{db}", &q)));
-    }
-    // One statement at a time: CREATE DATABASE cannot share a transaction.
-    for s in sql {
-        c.batch_execute(&s).await.map_err(query_err(
-            name,
-            conn,
-            format!("creating database {db}: {s}"),
-        ))?;
-    }
-    Ok(())
 }
 
 /// Drops `db` if it exists, ending its sessions first (PostgreSQL 13+).

@@ -93,7 +93,7 @@ impl SnapshotError {
         match self {
             Self::Mover(m) => Some(m),
             Self::Pg(e) => match e.as_ref() {
-                PgError::Mover(m) => Some(m),
+                PgError::Mover(m) => Some(m.as_ref()),
                 _ => None,
             },
             _ => None,

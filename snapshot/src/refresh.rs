@@ -30,6 +30,7 @@ use haul_manifest::{Phase, PhaseKind, RunKind, RunStats, Snapshot, SnapshotId};
 use haul_mover::bucket_restore::{Restore, RestoreOptions, RestorePlan, RestoreStats};
 use haul_mover::{Location, Repository};
 use haul_pg::reload::{self, PlannedDb};
+use haul_pg::shape;
 use haul_pg::swap::{self, Swap};
 use haul_pg::{DbLimits, DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget, PgConn};
 use serde::Serialize;
@@ -278,8 +279,17 @@ impl<'a> RefreshJob<'a> {
         for s in &self.sides {
             let admin = swap::admin(&s.conn, &s.swap.name).await?;
             swap::drop_if_exists(&admin, &s.swap.name, &s.conn, &s.swap.next).await?;
-            let shape = swap::shape(&admin, &s.swap.name, &s.conn, &s.swap.live).await?;
-            swap::create_like(&admin, &s.swap.name, &s.conn, &s.swap.next, &shape).await?;
+            // Like the live database: the swap changes nothing but the data.
+            let like = shape::read(&admin, &s.swap.name, &s.conn, &s.swap.live).await?;
+            shape::create(
+                &admin,
+                &s.swap.name,
+                &s.conn,
+                &s.swap.next,
+                Some(&like),
+                false,
+            )
+            .await?;
         }
         failpoint::hit("refresh-live").await?;
         // Planned again now that the side databases exist (empty): restore into them.
