@@ -504,6 +504,32 @@ async fn signals_in_the_paused_phase_resume_the_cluster() {
     }
 }
 
+/// A closed stderr (the SSH session that ran haul went away) while paused:
+/// haul still backs up, resumes and exits 0 (it used to panic, exit 101).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stderr_does_not_stop_a_paused_backup() {
+    let Some(c) = Cluster::new("closedstderr", 10).await else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_haul"))
+        .args(c.backup_args(&[]))
+        .envs(c.rig.envs())
+        .env("AWS_ENDPOINT_URL", &c.s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &c.s3.key)
+        .env("AWS_SECRET_ACCESS_KEY", &c.s3.secret)
+        .env("AWS_REGION", "us-east-1")
+        .env("HAUL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn haul");
+    drop(child.stderr.take());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(c.rig.replicas(), original_replicas());
+    assert_eq!(snapshot_count(c.s3.haul(), &c.repo), 1);
+}
+
 /// Starts a paused backup of `c` with `env`, waits until its stderr shows
 /// `marker` and `ready` holds, then kills it with SIGKILL. Returns its stderr.
 fn kill_9_when(

@@ -72,6 +72,9 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("HAUL_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_target(false)
+        // Its own report of a failed write is an eprintln!, which panics on
+        // a closed stderr (a dropped SSH session): a lost log line is better.
+        .log_internal_errors(false)
         .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

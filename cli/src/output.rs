@@ -42,6 +42,13 @@ impl haul_snapshot::EventSink for PrintEvents {
     }
 }
 
+/// One line for the operator on stderr. A closed stderr (the terminal or
+/// SSH session went away) must not turn a finished command into a panic:
+/// write errors are ignored, unlike `eprintln!`.
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Prints a failed command's error and hint on stderr (write errors ignored).
 pub fn say_error(chain: &str, hint: Option<&str>) {
     let mut err = std::io::stderr().lock();

@@ -18,7 +18,7 @@ use crate::args::{Cli, Command};
 use crate::config::{merge_databases, parse_duration};
 use crate::context::{Context, pause_spec};
 use crate::error::{CliError, Outcome, Result};
-use crate::output::{ProgressView, bytes, emit};
+use crate::output::{ProgressView, bytes, emit, say};
 
 /// Runs `work` unless cancelled first. For commands that hold nothing to
 /// undo: dropping their work is a clean stop (a multipart upload in flight
@@ -308,12 +308,12 @@ async fn verify(
         }
     });
     if !r.ok() {
-        eprintln!(
+        say(&format!(
             "error: {} missing and {} damaged chunk(s) in {}",
             r.missing.len(),
             r.damaged.len(),
             repo.url()
-        );
+        ));
         return Ok(Outcome::Damaged);
     }
     Ok(Outcome::Done)

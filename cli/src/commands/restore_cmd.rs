@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::context::{Context, parse_db};
 use crate::error::{CliError, Outcome, Result};
-use crate::output::{ProgressView, bytes, emit};
+use crate::output::{ProgressView, bytes, emit, say};
 
 /// The arguments of `haul restore`, as typed.
 #[derive(Debug)]
@@ -440,14 +440,14 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
     if !bad.is_empty() {
         for d in bad {
             for m in &d.row_count_mismatches {
-                eprintln!(
+                say(&format!(
                     "error: database {}: table {} has {} rows, the snapshot has {}",
                     d.name,
                     m.table,
                     m.found
                         .map_or("no such table".to_owned(), |n| n.to_string()),
                     m.expected
-                );
+                ));
             }
         }
         return Ok(Outcome::Damaged);
