@@ -38,6 +38,17 @@ pub enum MoverError {
         matches: String,
     },
 
+    #[error(
+        "writing snapshot {snapshot} to {url} failed ({write}) and reading it back failed too ({check}): \
+         it may or may not be committed"
+    )]
+    CommitUnknown {
+        url: String,
+        snapshot: String,
+        write: String,
+        check: String,
+    },
+
     /// Written by a newer haul: not damage, a reason to upgrade. (Boxed: a
     /// second inline `FormatError` would cost every error 8 bytes.)
     #[error("{what} in {url} is too new for this haul")]
@@ -109,6 +120,9 @@ impl MoverError {
             Self::UnknownSnapshot { url, .. } => {
                 Some(format!("list snapshots with `haul snapshots --repo {url}`"))
             }
+            Self::CommitUnknown { url, snapshot, .. } => Some(format!(
+                "`haul snapshots --repo {url}` shows whether {snapshot} is there; if it is not, back up again"
+            )),
             Self::TooNew { .. } => Some(format!(
                 "this is haul {}: install a newer haul to read this repository; nothing was changed",
                 env!("CARGO_PKG_VERSION")

@@ -116,6 +116,9 @@ enum Fault {
         keep: u64,
     },
     Stall(Stall),
+    /// The operation is done, but its answer is lost: the caller sees an
+    /// error (an ambiguous write).
+    LoseReply,
 }
 
 /// Which operations a [`FaultyStore`] spoils. One fault per operation: when
@@ -148,6 +151,11 @@ impl Faults {
     /// cut mid-body that the client took for the end.
     pub fn truncate_get(self, nth: u64, keep: u64) -> Self {
         self.rule(Op::Get, nth, Fault::Truncate { keep })
+    }
+
+    /// The `nth` put is done, then fails: the reply was lost on the way.
+    pub fn lose_reply(self, nth: u64) -> Self {
+        self.rule(Op::Put, nth, Fault::LoseReply)
     }
 
     /// The `nth` `op` answers late, or never.
@@ -337,8 +345,15 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.shared.enter(Op::Put).await?;
-        self.inner.put_opts(location, payload, opts).await
+        let fault = self.shared.enter(Op::Put).await?;
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        if matches!(fault, Some(Fault::LoseReply)) {
+            return Err(object_store::Error::Generic {
+                store: "FaultyStore",
+                source: "injected fault: the put was done, its reply lost".into(),
+            });
+        }
+        Ok(put)
     }
 
     async fn put_multipart_opts(

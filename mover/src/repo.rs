@@ -485,15 +485,46 @@ impl Repository {
     }
 
     /// Commits a snapshot: its root is written last, after everything it names.
+    ///
+    /// A failed write may still have happened (the reply was lost): the
+    /// root is read back before the failure is reported, so "committed" and
+    /// "not committed" are both said only when true.
     pub async fn write_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let path = self.loc.path(&haul_manifest::snapshot_path(&snap.id));
         let json = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
-        self.loc
+        let written = self
+            .loc
             .store
-            .put(&path, PutPayload::from(json))
-            .await
-            .map_err(|e| MoverError::store("write the snapshot root to", &self.loc.url, e))?;
-        Ok(())
+            .put(&path, PutPayload::from(json.clone()))
+            .await;
+        let Err(e) = written else {
+            return Ok(());
+        };
+        let check = match self.loc.store.get(&path).await {
+            Ok(r) => r.bytes().await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match check {
+            Ok(Some(b)) if b.as_ref() == json.as_slice() => {
+                tracing::warn!(
+                    "writing snapshot {} reported an error ({e}), but it is in the repository, whole",
+                    snap.id
+                );
+                Ok(())
+            }
+            Ok(_) => Err(MoverError::store(
+                "write the snapshot root to",
+                &self.loc.url,
+                e,
+            )),
+            Err(check) => Err(MoverError::CommitUnknown {
+                url: self.url(),
+                snapshot: snap.id.to_string(),
+                write: e.to_string(),
+                check: check.to_string(),
+            }),
+        }
     }
 
     /// Records the timing of a run (best effort for the caller to report).
@@ -651,5 +682,67 @@ impl SegmentSink<'_> {
         }
         while self.next_stored().await? {}
         Ok(self.segments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use haul_manifest::{FORMAT_VERSION, Snapshot};
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    use super::*;
+    use crate::faults::{Faults, FaultyStore, Op};
+    use crate::{Limits, StoreUrl};
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            version: FORMAT_VERSION,
+            id: new_snapshot_id().unwrap(),
+            time: Utc::now(),
+            parent: None,
+            tool: "test".into(),
+            hostname: None,
+            bucket: None,
+            databases: Vec::new(),
+            globals: None,
+            helm_values: None,
+            phases: Vec::new(),
+            labels: Default::default(),
+        }
+    }
+
+    async fn repo(name: &str, faults: Faults) -> Repository {
+        let store = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), faults));
+        let loc = Location::from_store(
+            StoreUrl::parse(&format!("memory://{name}")).unwrap(),
+            store,
+            Path::default(),
+        );
+        Repository::init(loc, Engine::new(Limits::default()))
+            .await
+            .unwrap()
+    }
+
+    /// The root's write fails, yet the root is there (its reply was lost):
+    /// that is a commit. Failed for real, it is not; nothing is claimed
+    /// that a read-back did not show. (Put #1 is `haul-repo.json`.)
+    #[tokio::test]
+    async fn an_ambiguous_commit_is_read_back_before_it_is_reported() {
+        let lost = repo("commit-lost-reply", Faults::new().lose_reply(2)).await;
+        let snap = snapshot();
+        lost.write_snapshot(&snap).await.unwrap();
+        assert_eq!(lost.load_snapshot(snap.id).await.unwrap(), snap);
+
+        let failed = repo("commit-failed", Faults::new().fail(Op::Put, 2)).await;
+        let snap = snapshot();
+        assert!(matches!(
+            failed.write_snapshot(&snap).await,
+            Err(MoverError::Store { .. })
+        ));
+        assert!(failed.load_snapshot(snap.id).await.is_err());
     }
 }
