@@ -496,7 +496,8 @@ impl StoreConfig {
     /// timeouts suited to multi-megabyte transfers.
     fn client_options(&self) -> Result<ClientOptions> {
         let mut o = ClientOptions::new()
-            .with_timeout(Duration::from_secs(300))
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_read_timeout(STALL_TIMEOUT)
             .with_connect_timeout(Duration::from_secs(10))
             .with_pool_max_idle_per_host(64);
         if let Some(bundle) = self.var("AWS_CA_BUNDLE") {
@@ -524,12 +525,22 @@ fn prefix_path(url: &StoreUrl) -> Result<Path> {
     })
 }
 
-/// Retries with backoff for transient errors; bounded so a dead endpoint
-/// fails in well under a minute instead of hanging.
+/// A whole request (an 8 MiB chunk at a slow 100 kB/s takes 80 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// A request that receives nothing for this long is stalled: it fails and
+/// is retried (a stalled connection used to hold a run for the whole
+/// request timeout, then fail it without a retry).
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long retries of one request may go on: several stalls' worth, so a
+/// stall is retried, while a dead endpoint still fails in minutes.
+const RETRY_BUDGET: Duration = Duration::from_secs(180);
+
+/// Retries with backoff for transient errors (stalls included), within
+/// [`RETRY_BUDGET`].
 fn retry() -> RetryConfig {
     RetryConfig {
         max_retries: 5,
-        retry_timeout: Duration::from_secs(60),
+        retry_timeout: RETRY_BUDGET,
         ..Default::default()
     }
 }
