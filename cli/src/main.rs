@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             cancel,
             std::sync::Arc::new(output::PrintEvents),
         )?;
-        commands::run(cli, ctx).await
+        Box::pin(commands::run(cli, ctx)).await
     });
     match result {
         Ok(error::Outcome::Done) => ExitCode::SUCCESS,

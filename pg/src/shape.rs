@@ -21,7 +21,7 @@ fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn query_err(
+pub(crate) fn query_err(
     name: &str,
     conn: &PgConn,
     what: String,

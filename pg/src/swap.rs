@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 use crate::config::PgConn;
 use crate::error::{PgError, Result};
 use crate::reload::maintenance;
-use crate::shape::quote_ident;
+use crate::shape::{query_err, quote_ident};
 
 /// PostgreSQL's longest identifier, in bytes.
 const MAX_IDENT: usize = 63;
@@ -23,20 +23,6 @@ pub fn next_name(db: &str) -> String {
 /// The name the live database keeps after a swap, until the next refresh.
 pub fn prev_name(db: &str) -> String {
     format!("{db}_haul_prev")
-}
-
-pub(crate) fn query_err(
-    name: &str,
-    conn: &PgConn,
-    what: String,
-) -> impl FnOnce(tokio_postgres::Error) -> PgError {
-    let (name, server) = (name.to_owned(), conn.server());
-    move |source| PgError::Query {
-        name,
-        server,
-        what,
-        source,
-    }
 }
 
 /// The side and previous names of `db`, checked against PostgreSQL's limit.

@@ -36,6 +36,7 @@ pub mod restore;
 pub mod resume;
 pub mod runs;
 mod units;
+mod window;
 
 pub use cancel::Cancel;
 pub use error::{Result, SnapshotError};

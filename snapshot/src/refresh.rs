@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use haul_manifest::pause::pause_record_path;
 use haul_manifest::{Phase, PhaseKind, RunKind, RunStats, Snapshot, SnapshotId};
 use haul_mover::bucket_restore::{Restore, RestoreOptions, RestorePlan, RestoreStats};
 use haul_mover::{Location, Repository};
@@ -39,9 +38,8 @@ use tokio::time::Instant;
 use crate::cancel::Cancel;
 use crate::error::{Result, SnapshotError};
 use crate::events::{Event, Events};
-use crate::pause::record::RepoJournal;
-use crate::pause::{self, PauseCheck, PauseGuard, PauseReport, PauseSpec, Processes, Runner};
-use crate::{failpoint, resume, runs};
+use crate::pause::{self, PauseCheck, PauseReport, PauseSpec, Processes, Runner};
+use crate::{failpoint, resume, runs, window};
 
 /// What to refresh, and how to pause it.
 #[derive(Debug)]
@@ -396,36 +394,17 @@ impl<'a> RefreshJob<'a> {
             ..Phase::timed(PhaseKind::Copy, t_live.elapsed().as_secs_f64())
         });
 
-        // Paused: the same guard and pause record as a backup.
+        // Paused: the same guard, pause record and window as a backup.
         let run = haul_mover::new_snapshot_id()?;
-        let journal = RepoJournal::new(self.repo.clone(), &spec, run, {
-            let (events, repo) = (events.clone(), self.repo.url());
-            move |rec| {
-                events.emit(Event::PauseRecorded {
-                    record: format!("{repo}/{}", pause_record_path(&rec.run)),
-                    repo: repo.clone(),
-                    resume_commands: rec.resume_commands.clone(),
-                })
-            }
-        });
-        let guard = PauseGuard::new(&spec, self.runner.clone()).with_journal(Arc::new(journal));
+        let guard = window::recorded_guard(self.repo, &spec, self.runner.clone(), run, events);
         let cluster = pause::control(spec.clone(), self.runner.clone());
         let t_pause = Instant::now();
         let mut paused_phases = Vec::new();
         let mut swapped = false;
         let paused = async {
-            events.emit(Event::Pausing {
-                method: spec.method.name(),
-            });
-            cluster.pause(&guard).await?;
-            let pause_s = t_pause.elapsed().as_secs_f64();
-            paused_phases.push(Phase::timed(PhaseKind::Pause, pause_s).while_paused());
-            if guard.paused_anything() {
-                events.emit(Event::Paused {
-                    seconds: pause_s,
-                    resume_commands: guard.manual_commands(),
-                });
-            }
+            let pause = window::pause(cluster.as_ref(), &guard, events.as_ref(), t_pause).await?;
+            let pause_s = pause.seconds;
+            paused_phases.push(pause);
             failpoint::hit("refresh-paused").await?;
             let t = Instant::now();
             let copied = match &self.restore {
@@ -465,10 +444,7 @@ impl<'a> RefreshJob<'a> {
             }
             Ok::<_, SnapshotError>((stats, pause_s))
         };
-        let outcome = tokio::select! {
-            r = paused => r,
-            signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
-        };
+        let outcome = window::guarded(paused, cancel).await;
         if let Err(e) = &outcome {
             events.emit(Event::RefreshFailedWhilePaused {
                 error: haul_mover::error_chain(e),
@@ -478,15 +454,14 @@ impl<'a> RefreshJob<'a> {
                 self.drop_sides().await;
             }
         }
-        let t_resume = Instant::now();
-        let scaled = guard.scaled();
-        let resumed = guard.resume().await;
-        let resume_s = t_resume.elapsed().as_secs_f64();
-        let downtime_s = t_pause.elapsed().as_secs_f64();
-        if resumed.is_ok() && guard.paused_anything() {
-            events.emit(Event::Resumed { downtime_s });
-        }
-        paused_phases.push(Phase::timed(PhaseKind::Resume, resume_s).while_paused());
+        let window::Resumed {
+            scaled,
+            result: resumed,
+            resume_s,
+            downtime_s,
+            phase,
+        } = window::resume(&guard, t_pause, events.as_ref()).await;
+        paused_phases.push(phase);
         let (paused_stats, pause_s) = match outcome {
             Ok(x) => x,
             Err(e) => return Err(resumed.err().unwrap_or(e)),

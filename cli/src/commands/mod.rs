@@ -109,7 +109,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 pause,
                 drop_previous: drop_previous || file.drop_previous,
             };
-            restore_cmd::restore(&ctx, args).await
+            Box::pin(restore_cmd::restore(&ctx, args)).await
         }
         Command::Resume {
             repo,

@@ -10,13 +10,10 @@
 //! Cancellation comes in from the caller: before the pause it stops the
 //! backup (nothing is committed), after it it stops it and resumes the
 //! cluster first. A panic in the paused phase is caught and resumes too;
-//! [`PauseGuard`]'s `Drop` covers anything that escapes.
+//! the pause guard's `Drop` covers anything that escapes (see `window`).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures::FutureExt;
-use haul_manifest::pause::pause_record_path;
 use haul_manifest::{BucketRecord, Phase, PhaseKind};
 use haul_mover::bucket_backup as bucket;
 use tokio::time::Instant;
@@ -26,10 +23,9 @@ use super::stages::{self, Staged};
 use crate::cancel::Cancel;
 use crate::error::{Result, SnapshotError};
 use crate::events::{Event, EventSink, Events};
-use crate::pause::record::RepoJournal;
-use crate::pause::{self, ClusterControl, PauseGuard, PauseReport, PauseSpec, Runner};
+use crate::pause::{self, ClusterControl, PauseReport, PauseSpec, Runner};
 use crate::predict::{self, Model, Next, Round};
-use crate::{failpoint, runs};
+use crate::{failpoint, runs, window};
 
 /// What the live phase leaves for the paused one.
 struct Live {
@@ -157,34 +153,16 @@ pub(crate) async fn run(
     // after the resume can reach neither the exported snapshots nor the
     // chunks already copied. The root is committed only once every dump has
     // finished, so a failed dump still commits nothing.
+    //
     // The pause record goes to the repository before the first change to
     // the cluster, and is reported at once with the commands that resume it.
-    let journal = RepoJournal::new(req.repo.clone(), spec, staged.id, {
-        let (events, repo) = (events.clone(), req.repo.url());
-        move |rec| {
-            events.emit(Event::PauseRecorded {
-                record: format!("{repo}/{}", pause_record_path(&rec.run)),
-                repo: repo.clone(),
-                resume_commands: rec.resume_commands.clone(),
-            })
-        }
-    });
-    let guard = PauseGuard::new(spec, runner).with_journal(Arc::new(journal));
+    let guard = window::recorded_guard(req.repo, spec, runner, staged.id, events);
     let t_pause = Instant::now();
     let mut paused_phases: Vec<Phase> = Vec::new();
     let paused = async {
-        events.emit(Event::Pausing {
-            method: spec.method.name(),
-        });
-        cluster.pause(&guard).await?;
-        let pause_s = t_pause.elapsed().as_secs_f64();
-        paused_phases.push(Phase::timed(PhaseKind::Pause, pause_s).while_paused());
-        if guard.paused_anything() {
-            events.emit(Event::Paused {
-                seconds: pause_s,
-                resume_commands: guard.manual_commands(),
-            });
-        }
+        let pause = window::pause(cluster.as_ref(), &guard, events.as_ref(), t_pause).await?;
+        let pause_s = pause.seconds;
+        paused_phases.push(pause);
         failpoint::hit("paused").await?;
         let t_export = Instant::now();
         let exported = stages::export(dbs).await?;
@@ -206,17 +184,7 @@ pub(crate) async fn run(
         paused_phases.extend(pass.phase.clone().map(Phase::while_paused));
         Ok::<_, SnapshotError>((pass, dumps, pause_s))
     };
-    let outcome = tokio::select! {
-        r = AssertUnwindSafe(paused).catch_unwind() => r.unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            Err(SnapshotError::Panicked { what })
-        }),
-        signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
-    };
+    let outcome = window::guarded(paused, cancel).await;
     if let Err(e) = &outcome {
         events.emit(Event::FailedWhilePaused {
             error: haul_mover::error_chain(e),
@@ -224,15 +192,14 @@ pub(crate) async fn run(
     }
 
     // Resume on every path. Cancelling again now changes nothing.
-    let t_resume = Instant::now();
-    let scaled = guard.scaled();
-    let resumed = guard.resume().await;
-    let resume_s = t_resume.elapsed().as_secs_f64();
-    let downtime_s = t_pause.elapsed().as_secs_f64();
-    if resumed.is_ok() && guard.paused_anything() {
-        events.emit(Event::Resumed { downtime_s });
-    }
-    paused_phases.push(Phase::timed(PhaseKind::Resume, resume_s).while_paused());
+    let window::Resumed {
+        scaled,
+        result: resumed,
+        resume_s,
+        downtime_s,
+        phase,
+    } = window::resume(&guard, t_pause, events.as_ref()).await;
+    paused_phases.push(phase);
     let (pass, dumps, pause_s) = match outcome {
         Ok(done) => done,
         // A resume that failed is the more urgent news.
