@@ -8,7 +8,7 @@
 //!   limits          every tunable, with its default and why
 //!   engine          budgets: requests in flight, bytes in memory, CPU workers; progress counters
 //!   location        URL + settings ─▶ Arc<dyn ObjectStore> + prefix (S3, GCS, Azure, file, memory)
-//!   listing         sorted, streamed listings of any store
+//!   listing         sorted, streamed listings of any store, in concurrent lanes
 //!   merge           merge-join of sorted streams (listing × manifest)
 //!   repo            the repository: chunks (written once), segments, snapshots, runs
 //!   bucket_backup   source listing × parent manifest ─▶ read only what changed ─▶ chunks + segments

@@ -45,6 +45,15 @@ pub struct Limits {
     /// A restore stops after this many objects failed (corrupt chunks and
     /// the like): past it the cause is surely not one bad object.
     pub max_object_errors: usize,
+    /// Pieces of the key space listed at once when a whole bucket is listed
+    /// (backup and its rounds, restore plans). A lane is one LIST request in
+    /// flight: one lane lists 1,000 keys per round trip, so at ~50 ms a
+    /// request on S3 a million keys take ~70 s even when nothing changed.
+    /// S3 serves many concurrent LISTs of one bucket. Against SeaweedFS with
+    /// 50 ms added per round trip, 100,000 keys listed in 8.5 s in one lane
+    /// and 3.3 s in 16 (debug build, two cores shared with the server). Never
+    /// more than `requests`.
+    pub list_lanes: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +69,7 @@ impl Default for Limits {
             read_ahead: 8,
             head_checks: 1024,
             max_object_errors: 20,
+            list_lanes: 16,
         }
     }
 }
@@ -77,12 +87,25 @@ impl Limits {
                 chunk_size >> 20
             ));
         }
-        if self.requests == 0 || self.window == 0 || self.object_parts == 0 || self.cpu == 0 {
-            return Err("requests, window, object parts and cpu workers must be at least 1".into());
+        if self.requests == 0
+            || self.window == 0
+            || self.object_parts == 0
+            || self.cpu == 0
+            || self.list_lanes == 0
+        {
+            return Err(
+                "requests, window, object parts, cpu workers and list lanes must be at least 1"
+                    .into(),
+            );
         }
         if self.part_size < 5 << 20 {
             return Err("part size must be at least 5 MiB (S3's minimum)".into());
         }
         Ok(())
+    }
+
+    /// Listing lanes to use: `list_lanes`, within the `requests` budget.
+    pub fn lanes(&self) -> usize {
+        self.list_lanes.min(self.requests).max(1)
     }
 }

@@ -14,6 +14,11 @@
 //! strictly ascending, so a store with yet another order fails loudly
 //! instead of producing a wrong plan. Local directories are walked
 //! depth-first in path order.
+//!
+//! A whole bucket is listed with [`in_lanes`]: the key space cut into ranges
+//! listed concurrently (`listing/lanes.rs` says why they join back in path
+//! order), each range put in order as above, their concatenation checked
+//! again.
 
 use std::collections::BTreeMap;
 
@@ -23,11 +28,12 @@ use haul_manifest::diff::key_order;
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
-use tokio::sync::mpsc;
-
-use crate::engine::AbortOnDrop;
 use crate::location::{Location, Scheme};
 use crate::{MoverError, Result};
+
+mod lanes;
+
+pub use lanes::SplitHints;
 
 /// One listed object, its key relative to the listed location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +50,8 @@ impl haul_manifest::diff::Keyed for Listed {
     }
 }
 
-/// Lists everything under `loc` in path order.
+/// Lists everything under `loc` in path order, in one lane.
 pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
-    let base = loc.clone();
     let raw: BoxStream<'static, Result<ObjectMeta>> = match loc.url.scheme {
         Scheme::File => walk_sorted(loc.clone()),
         _ => {
@@ -57,7 +62,55 @@ pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
                 .boxed()
         }
     };
-    let listed = prefetch(raw, PREFETCH)
+    in_path_order(loc, lanes::prefetch(raw, PREFETCH))
+}
+
+/// Lists everything under `loc` in path order, in up to `lanes` ranges
+/// listed at once (see `listing/lanes.rs`), cut where `hints` suggest. The same
+/// listing as [`sorted`], sooner. Local directories are walked in one lane:
+/// the disk is not a round trip away.
+pub fn in_lanes(
+    loc: &Location,
+    lanes: usize,
+    hints: SplitHints,
+) -> BoxStream<'static, Result<Listed>> {
+    in_lanes_from(loc, lanes, hints, lanes::FIRST_PAGE)
+}
+
+/// [`in_lanes`], with a store of fewer than `first_page` keys listed whole.
+fn in_lanes_from(
+    loc: &Location,
+    lanes: usize,
+    hints: SplitHints,
+    first_page: usize,
+) -> BoxStream<'static, Result<Listed>> {
+    if lanes <= 1 || loc.url.scheme == Scheme::File {
+        return sorted(loc);
+    }
+    let (loc, url) = (loc.clone(), loc.url.to_string());
+    let listed = stream::once(async move {
+        let parts = lanes::plan(&loc, &hints, first_page).await?;
+        let pieces = parts
+            .into_iter()
+            .map(move |p| in_path_order(&loc, lanes::objects(&loc, p)));
+        Ok::<_, MoverError>(lanes::in_order(pieces, lanes))
+    })
+    .try_flatten()
+    .boxed();
+    ascending(listed, url)
+}
+
+/// Listed objects fetched ahead of the consumer: two pages of an S3 listing.
+const PREFETCH: usize = 2000;
+
+/// A store's listing of `loc` (byte or path order) as [`Listed`] objects in
+/// path order.
+fn in_path_order(
+    loc: &Location,
+    raw: BoxStream<'static, Result<ObjectMeta>>,
+) -> BoxStream<'static, Result<Listed>> {
+    let base = loc.clone();
+    let listed = raw
         .map_ok(move |m| Listed {
             key: base.relative(&m.location),
             size: m.size,
@@ -68,51 +121,30 @@ pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
     to_path_order(listed, loc.url.to_string())
 }
 
-/// Listed objects fetched ahead of the consumer: two pages of an S3 listing.
-const PREFETCH: usize = 2000;
-
-/// Drives `input` in its own task, up to `ahead` items ahead of the consumer,
-/// so a listing's next page is already on its way while the current one is
-/// merged and planned (a listing is otherwise fetched only when pulled).
-/// The task stops when the stream is dropped; if it dies, the stream ends
-/// with an error, never early: a short listing would read as deletions.
-fn prefetch<T: Send + 'static>(
-    input: BoxStream<'static, Result<T>>,
-    ahead: usize,
-) -> BoxStream<'static, Result<T>> {
-    enum State<T> {
-        Idle(BoxStream<'static, Result<T>>),
-        Running(mpsc::Receiver<Result<T>>, AbortOnDrop<()>),
-        Done,
-    }
-    stream::unfold(State::Idle(input), move |st| async move {
-        let (mut rx, mut task) = match st {
-            State::Idle(mut input) => {
-                let (tx, rx) = mpsc::channel(ahead);
-                let task = tokio::spawn(async move {
-                    while let Some(item) = input.next().await {
-                        if tx.send(item).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                (rx, AbortOnDrop(task))
-            }
-            State::Running(rx, task) => (rx, task),
-            State::Done => return None,
-        };
-        match rx.recv().await {
-            Some(item) => Some((item, State::Running(rx, task))),
-            None => match (&mut task.0).await {
-                Ok(()) => None,
-                Err(e) => Some((
-                    Err(MoverError::Task(format!("listing stopped: {e}"))),
-                    State::Done,
-                )),
-            },
-        }
-    })
-    .boxed()
+/// Fails the listing at the first key that does not come strictly after the
+/// one before it in path order. Pieces of a listing are each put in order;
+/// this checks that they were cut and joined right.
+fn ascending(
+    input: BoxStream<'static, Result<Listed>>,
+    url: String,
+) -> BoxStream<'static, Result<Listed>> {
+    let mut last: Option<String> = None;
+    input
+        .and_then(move |item| {
+            let out = match last.take() {
+                Some(prev) if key_order(&prev, &item.key).is_ge() => Err(MoverError::Unsorted {
+                    url: url.clone(),
+                    prev,
+                    key: item.key,
+                }),
+                _ => {
+                    last = Some(item.key.clone());
+                    Ok(item)
+                }
+            };
+            futures::future::ready(out)
+        })
+        .boxed()
 }
 
 /// A key ordered by [`key_order`].
@@ -274,7 +306,7 @@ pub async fn first_key(loc: &Location) -> Result<Option<String>> {
 mod tests {
     use super::*;
     use crate::location::{StoreConfig, StoreUrl};
-    use object_store::{ObjectStoreExt, PutPayload};
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
     use proptest::prelude::*;
 
     fn listed(keys: &[String]) -> BoxStream<'static, Result<Listed>> {
@@ -290,32 +322,6 @@ mod tests {
             })
             .collect();
         stream::iter(items).boxed()
-    }
-
-    #[tokio::test]
-    async fn prefetch_passes_everything_through_in_order() {
-        let keys: Vec<String> = (0..5000).map(|i| format!("k/{i:06}")).collect();
-        let got: Vec<String> = prefetch(listed(&keys), 7)
-            .map_ok(|l| l.key)
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(got, keys);
-    }
-
-    /// A listing whose task dies must end in an error: ending early would
-    /// read as every remaining object deleted.
-    #[tokio::test]
-    async fn prefetch_reports_a_dead_listing_instead_of_ending_early() {
-        let keys: Vec<String> = (0..3).map(|i| format!("k/{i}")).collect();
-        let dying = listed(&keys)
-            .chain(stream::once(async { panic!("the listing task dies") }))
-            .boxed();
-        let got: Vec<Result<Listed>> = prefetch(dying, 2).collect().await;
-        assert_eq!(got.len(), 4, "three keys, then the error");
-        assert!(got[..3].iter().all(|r| r.is_ok()));
-        let err = got[3].as_ref().unwrap_err().to_string();
-        assert!(err.contains("listing stopped"), "{err}");
     }
 
     async fn reorder(keys: &[String]) -> Result<Vec<String>> {
@@ -377,5 +383,386 @@ mod tests {
         let mut want: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
         want.sort_by(|a, b| key_order(a, b));
         assert_eq!(got, want);
+    }
+
+    // ---- lanes ------------------------------------------------------
+
+    /// Keys that stress path order against byte order: punctuation and
+    /// spaces right where a sibling directory begins, a file and a
+    /// directory of one name, keys at, just below and just above bounds,
+    /// keys between a range's offset and its start, unicode.
+    fn tricky_keys() -> Vec<String> {
+        let mut keys: Vec<String> = [
+            "a",
+            "a b",
+            "a b/c",
+            "a!",
+            "a-b",
+            "a.b/c",
+            "a/b",
+            "a/b-c",
+            "a/b/c",
+            "a/x",
+            "a0",
+            "chunk",
+            "chunk!",
+            "chunk-old/x",
+            "chunk.txt",
+            "chunk/0",
+            "chunk/0/x",
+            "chunk/00ab.1",
+            "chunk/00ab.2",
+            "chunk/00ab/x",
+            "chunk/1",
+            "chunk/3fa9",
+            "chunk/3fa9.1",
+            "chunk/3fa9/x",
+            "chunk/7",
+            "chunk/7\u{10FFFF}",
+            "chunk/7\u{10FFFF}\u{10FFFF}",
+            "chunk/7\u{10FFFF}/y",
+            "chunj\u{10FFFF}\u{10FFFF}",
+            "chunk/8",
+            "chunk/8 x",
+            "chunk/8-x",
+            "chunk/8/x",
+            "chunk/80",
+            "chunk/a0",
+            "chunk/a/z",
+            "chunk/ff",
+            "chunk/ff/x",
+            "chunk/\u{e000}",
+            "chunk/é",
+            "chunk0",
+            "dir-file",
+            "dir/file",
+            "my data/x",
+            "my-data/y",
+            "my/z",
+            "Z",
+            "z",
+            "é/x",
+            "éa",
+            "日本/語",
+        ]
+        .map(String::from)
+        .to_vec();
+        for i in 0..120u32 {
+            keys.push(hash_key(i));
+        }
+        keys.sort_by(|a, b| key_order(a, b));
+        keys
+    }
+
+    /// A key named like Pachyderm's chunks: a hash, then a generation.
+    fn hash_key(i: u32) -> String {
+        let h = blake3::hash(&i.to_le_bytes()).to_hex();
+        format!("chunk/{}.{}", &h[..20], i % 3)
+    }
+
+    /// A store that lists in path order the way SeaweedFS does: asked to
+    /// start after `k`, it also skips everything under `k/`.
+    #[derive(Debug)]
+    struct PathOrdered(object_store::memory::InMemory);
+
+    impl std::fmt::Display for PathOrdered {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "PathOrdered")
+        }
+    }
+
+    impl PathOrdered {
+        fn listing(
+            &self,
+            prefix: Option<&Path>,
+            keep: impl Fn(&str) -> bool + Send + 'static,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            let all = self.0.list(prefix);
+            stream::once(async move {
+                let mut v: Vec<ObjectMeta> = all.try_collect().await?;
+                v.retain(|m| keep(m.location.as_ref()));
+                v.sort_by(|a, b| key_order(a.location.as_ref(), b.location.as_ref()));
+                Ok::<_, object_store::Error>(stream::iter(v.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for PathOrdered {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.listing(prefix, |_| true)
+        }
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            let offset = offset.as_ref().to_owned();
+            self.listing(prefix, move |k| {
+                key_order(k, &offset).is_gt() && !k.starts_with(&format!("{offset}/"))
+            })
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A location over `store` under the prefix `pre`, holding `keys`.
+    async fn holding(
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        keys: &[String],
+    ) -> Location {
+        let url = StoreUrl::parse("memory://lanes/pre").unwrap();
+        let loc = Location::from_store(url, store, Path::from("pre"));
+        for k in keys {
+            loc.store
+                .put(&loc.key_path(k).unwrap(), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        loc
+    }
+
+    async fn keys_of(s: BoxStream<'static, Result<Listed>>) -> Result<Vec<String>> {
+        s.map_ok(|l| l.key).try_collect().await
+    }
+
+    /// Every way to cut: no hints (a fan-out), hints at, between and beside
+    /// the keys, hints that put everything in one range or in none.
+    fn hint_sets(keys: &[String]) -> Vec<SplitHints> {
+        let every = |n: usize| SplitHints::from_keys(keys.iter().step_by(n).cloned(), 1);
+        let these = |k: &[&str]| SplitHints::from_keys(k.iter().map(|s| s.to_string()), 1);
+        vec![
+            SplitHints::none(),
+            every(1),
+            every(7),
+            every(40),
+            // Hash names: cut evenly through the hash space, 2 to 12 ranges.
+            SplitHints::from_keys((0..12).map(hash_key), 3000),
+            SplitHints::from_keys((0..2).map(hash_key), 3000),
+            these(&["chunk/3fa9", "chunk/8", "chunk/80", "chunk/a0"]),
+            these(&["zzzz"]),
+            these(&["a/b/c", "a/b/d", "a/x"]),
+            these(&["", "/", "..", "chunk/", " ", "\u{10FFFF}"]),
+        ]
+    }
+
+    /// The lanes list exactly what one lane lists, on a byte-ordered store
+    /// (in memory, like S3) and a path-ordered one (like SeaweedFS), for any
+    /// number of lanes and any cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lanes_list_what_one_lane_lists() {
+        let all = tricky_keys();
+        // The same cuts over a store where the cut directory is gone and its
+        // siblings are not.
+        let gone: Vec<String> = all
+            .iter()
+            .filter(|k| !k.starts_with("chunk/"))
+            .cloned()
+            .collect();
+        for keys in [&all, &gone] {
+            let stores: [std::sync::Arc<dyn object_store::ObjectStore>; 2] = [
+                std::sync::Arc::new(object_store::memory::InMemory::new()),
+                std::sync::Arc::new(PathOrdered(object_store::memory::InMemory::new())),
+            ];
+            for store in stores {
+                let loc = holding(store, keys).await;
+                assert_eq!(&keys_of(sorted(&loc)).await.unwrap(), keys, "one lane");
+                for hints in hint_sets(&all) {
+                    for lanes in [1, 2, 3, 16, 64] {
+                        for first_page in [0, 5, 1000] {
+                            let got = in_lanes_from(&loc, lanes, hints.clone(), first_page);
+                            assert_eq!(
+                                &keys_of(got).await.unwrap(),
+                                keys,
+                                "{} with {lanes} lanes, first page {first_page}, {hints:?}",
+                                loc.store
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// With the real first page: a store of fewer keys is listed by that one
+    /// request; a larger one is cut, hash names about every 3,000 keys,
+    /// other names over their first letter or digit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_stores_are_cut_and_small_ones_are_not() {
+        use crate::faults::{Faults, FaultyStore, Op};
+        let hashes: Vec<String> = (0..7000).map(hash_key).collect();
+        let words: Vec<String> = (0..1500)
+            .map(|i| format!("photos/{}{i}.jpg", ["cat", "dog", "owl"][i % 3]))
+            .collect();
+        for (keys, lists) in [
+            (&hashes[..997], 1..=1),
+            (&hashes[..], 8..=8),
+            (&words[..], 68..=68),
+        ] {
+            let mut keys = keys.to_vec();
+            keys.extend(["meta/x".to_owned(), "a".to_owned()]);
+            keys.sort_by(|a, b| key_order(a, b));
+            let store = std::sync::Arc::new(FaultyStore::new(
+                std::sync::Arc::new(object_store::memory::InMemory::new()),
+                Faults::new(),
+            ));
+            let loc = holding(store.clone(), &keys).await;
+            let got = keys_of(in_lanes(&loc, 16, SplitHints::none()))
+                .await
+                .unwrap();
+            assert_eq!(got, keys);
+            let n = store.count(Op::List);
+            assert!(lists.contains(&n), "{} keys: {n} listings", keys.len());
+        }
+    }
+
+    /// A lane whose listing is cut midway fails the whole listing: never a
+    /// shorter listing, whichever of the listings is cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cut_lane_fails_the_listing() {
+        use crate::faults::{Faults, FaultyStore, Op};
+        let keys = tricky_keys();
+        let hints = SplitHints::from_keys(keys.iter().step_by(9).cloned(), 1);
+        let clean = std::sync::Arc::new(FaultyStore::new(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            Faults::new(),
+        ));
+        let loc = holding(clean.clone(), &keys).await;
+        assert_eq!(
+            keys_of(in_lanes_from(&loc, 4, hints.clone(), 5))
+                .await
+                .unwrap(),
+            keys
+        );
+        let lists = clean.count(Op::List);
+        assert!(lists > 10, "{lists} listings");
+
+        let mut failed = 0;
+        for n in 1..=lists {
+            for after in [0, 1, 3] {
+                let store = std::sync::Arc::new(FaultyStore::new(
+                    std::sync::Arc::new(object_store::memory::InMemory::new()),
+                    Faults::new().cut_list(n, after),
+                ));
+                let loc = holding(store, &keys).await;
+                match keys_of(in_lanes_from(&loc, 4, hints.clone(), 5)).await {
+                    Err(e) => {
+                        assert!(e.to_string().contains("list"), "{e}");
+                        failed += 1;
+                    }
+                    // The cut came after the lane had all it needed.
+                    Ok(got) => assert_eq!(got, keys, "listing {n} cut after {after}"),
+                }
+            }
+        }
+        assert!(failed > lists, "most cuts hit a lane: {failed}");
+    }
+
+    /// Local directories are walked in one lane, whatever the lanes asked.
+    #[tokio::test]
+    async fn a_local_directory_lists_the_same_in_lanes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+        let loc = StoreConfig::default().open(&url, false).unwrap();
+        // A file cannot also be a directory here.
+        let all = tricky_keys();
+        let keys: Vec<String> = all
+            .iter()
+            .filter(|k| !all.iter().any(|o| o.starts_with(&format!("{k}/"))))
+            .cloned()
+            .collect();
+        for k in &keys {
+            loc.store
+                .put(&loc.key_path(k).unwrap(), PutPayload::from_static(b"x"))
+                .await
+                .unwrap();
+        }
+        for lanes in [1, 2, 3, 16, 64] {
+            for hints in hint_sets(&keys) {
+                let got = keys_of(in_lanes(&loc, lanes, hints)).await.unwrap();
+                assert_eq!(got, keys, "{lanes} lanes");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_key_set_lists_the_same_in_lanes(
+            set in proptest::collection::btree_set("[ab]{0,2}[/ .0é-]{0,2}[ab/ .0é-]{0,4}", 0..60),
+            cuts in proptest::collection::vec("[ab/ .0é-]{0,4}", 0..12),
+            lanes in 2usize..20,
+            first_page in 0usize..8,
+            path_ordered in any::<bool>(),
+            every in 0usize..4,
+        ) {
+            let mut keys: Vec<String> = set
+                .into_iter()
+                .filter(|k| !k.is_empty() && Path::parse(k).is_ok_and(|p| p.as_ref() == k))
+                .collect();
+            keys.sort_by(|a, b| key_order(a, b));
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got = rt.block_on(async {
+                let store: std::sync::Arc<dyn object_store::ObjectStore> = if path_ordered {
+                    std::sync::Arc::new(PathOrdered(object_store::memory::InMemory::new()))
+                } else {
+                    std::sync::Arc::new(object_store::memory::InMemory::new())
+                };
+                let loc = holding(store, &keys).await;
+                // Cut at random strings, or at some of the keys (a cut
+                // directory most of them share, its siblings around it).
+                let hints = match every {
+                    0 => SplitHints::from_keys(cuts, 1),
+                    n => SplitHints::from_keys(keys.iter().step_by(n).cloned(), 1),
+                };
+                keys_of(in_lanes_from(&loc, lanes, hints, first_page)).await
+            });
+            prop_assert_eq!(got.unwrap(), keys);
+        }
     }
 }
