@@ -19,7 +19,7 @@ use haul_manifest::{BucketRecord, ChunkId, ObjectEntry, chunk, tree};
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use serde::Serialize;
 
-use crate::listing::{self, Listed};
+use crate::listing::{self, Listed, SplitHints};
 use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
 /// What a bucket backup did.
@@ -79,7 +79,10 @@ fn work<'a>(
         Some(p) => repo.entries(p.segments.clone()),
         None => stream::empty().boxed(),
     };
-    merge::join(listing::sorted(source), parent_entries)
+    // The parent's segments say where the source's listing can be cut.
+    let hints = parent.map_or_else(SplitHints::none, |p| SplitHints::from_segments(&p.segments));
+    let source_listing = listing::in_lanes(source, repo.engine.limits.lanes(), hints);
+    merge::join(source_listing, parent_entries)
         .try_filter_map(move |j| {
             let w = match j {
                 Joined::Left(listed) => Some(Work::Read {

@@ -31,7 +31,7 @@ use haul_manifest::{
 use object_store::{ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
-use crate::listing::{self, Listed};
+use crate::listing::{self, Listed, SplitHints};
 use crate::multipart::MultipartGuard;
 use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
@@ -171,7 +171,15 @@ impl<'a> Restore<'a> {
             Some(s) => self.repo.entries(s.segments.clone()),
             None => stream::empty().boxed(),
         };
-        merge::join(listing::sorted(&self.target), state_entries)
+        // The snapshot's segments cut the target's listing: a target being
+        // restored into holds about the snapshot's keys.
+        let hints = self
+            .snapshot
+            .bucket
+            .as_ref()
+            .map_or_else(SplitHints::none, |b| SplitHints::from_segments(&b.segments));
+        let target = listing::in_lanes(&self.target, self.repo.engine.limits.lanes(), hints);
+        merge::join(target, state_entries)
             .try_filter_map(|j| {
                 futures::future::ready(Ok(match j {
                     Joined::Left(listed) => Some(TargetObject {
