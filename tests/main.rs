@@ -14,4 +14,5 @@ mod conformance;
 mod db;
 mod fixtures;
 mod golden;
+mod lanes;
 mod refresh;

@@ -103,6 +103,10 @@ pub struct LimitArgs {
     /// Objects in flight in the ordered pipeline [default: 1024].
     #[arg(long, global = true, value_name = "N")]
     pub window: Option<usize>,
+    /// Ranges of a bucket listed at once, each one LIST request in flight,
+    /// at most --requests [default: 16].
+    #[arg(long, global = true, value_name = "N")]
+    pub list_lanes: Option<usize>,
     /// Objects above this size (MiB) are written with multipart upload [default: 32].
     #[arg(long, global = true, value_name = "MIB")]
     pub multipart_threshold_mib: Option<u64>,

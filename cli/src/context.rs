@@ -54,6 +54,9 @@ impl Context {
         if let Some(w) = l.window {
             limits.window = w;
         }
+        if let Some(n) = l.list_lanes {
+            limits.list_lanes = n;
+        }
         if let Some(t) = l.multipart_threshold_mib {
             limits.multipart_threshold = t << 20;
         }
