@@ -56,3 +56,17 @@ fn a_failed_command_prints_a_json_error() {
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     assert_eq!(v["exit_code"], 1);
 }
+
+/// Limits that cannot work are refused before `init` writes anything.
+#[test]
+fn init_with_refused_limits_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}/repo", dir.path().display());
+    let r = Haul::new().run(["--list-lanes", "0", "init", &repo]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        !dir.path().join("repo/haul-repo.json").exists(),
+        "a refused init left a repository behind"
+    );
+    Haul::new().run(["init", &repo]).ok();
+}

@@ -114,6 +114,11 @@ impl Repository {
             });
         }
         let config = RepoConfig::new(RepoId::from_random(random()?), Utc::now());
+        // Refused limits leave nothing behind: checked before the first write.
+        engine
+            .limits
+            .check(config.object_chunk_size)
+            .map_err(MoverError::Limits)?;
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
         loc.store
             .put(&loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
