@@ -10,6 +10,7 @@ fn help_teaches_the_commands() {
         "backup",
         "snapshots",
         "restore",
+        "resume",
         "verify",
         "AWS_PROFILE",
         "--config",

@@ -311,9 +311,11 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         drop_previous: bool,
     },
 
-    /// Resume a cluster that a backup paused and could not resume (haul was
-    /// killed with SIGKILL, its machine was lost), from the pause record the
-    /// backup wrote into the repository before pausing. Each record lists
+    /// Resume a cluster that a killed backup or refresh left paused.
+    ///
+    /// When haul could not resume it itself (killed with SIGKILL, its
+    /// machine lost), the pause record it wrote into the repository before
+    /// pausing says what to undo. Each record lists
     /// the workloads scaled down with their original replica counts (or a
     /// `pachctl enterprise pause`); resuming restores exactly those, then
     /// removes the record. A record whose run still runs (same machine: its
