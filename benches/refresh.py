@@ -7,6 +7,7 @@ One command:  python3 benches/refresh.py --haul target/release/haul   (2 GB data
               python3 benches/refresh.py --smoke    (tiny, one round: proves the harness runs; ~40 s)
 Variants:     --refresh-flags=--drop-previous       (previous databases dropped after the resume)
               --keep-extraneous                     (neither procedure deletes staging's own objects)
+              --pg-durable                          (PostgreSQL with fsync on, like a real server)
 
 Production: a bucket of --objects objects of 16-96 KiB of incompressible
 bytes, a `pachyderm` database of --db-gb GB (pg_database_size; generated
@@ -77,6 +78,15 @@ class Refresh(e2e.Bench):
         # The fake cluster's kubectl first on PATH for every command.
         self.env = self.fake_cluster()
         self.cluster_dir = self.env["FAKE_CLUSTER_DIR"]
+        if self.args.pg_durable:
+            # The test cluster runs without fsync; a real server's checkpoints
+            # (DROP DATABASE waits for one) and commits wait for the disk.
+            for setting in ("fsync", "full_page_writes", "synchronous_commit"):
+                self.psql("postgres", f"ALTER SYSTEM SET {setting} = on")
+            self.psql("postgres", "SELECT pg_reload_conf()")
+            time.sleep(1)
+            log("PostgreSQL: " + ", ".join(f"{k} {self.psql('postgres', f'SHOW {k}')}"
+                                           for k in ("fsync", "full_page_writes", "synchronous_commit")))
 
     # ------------------------------------------------------- databases ----
     def db_url(self, db):
@@ -321,7 +331,8 @@ class Refresh(e2e.Bench):
                f"{b['extraneous']} extraneous ({b['extraneous_bytes'] / MIB:.1f} MiB); the delta to copy: "
                f"{self.delta_bytes / MIB:.1f} MiB ({self.delta_bytes / b['bytes']:.1%} of the bucket). "
                f"Extraneous objects {'kept' if self.args.keep_extraneous else 'deleted (--delete-extraneous)'}; "
-               f"refresh flags: {self.args.refresh_flags or '(none)'}.", "",
+               f"refresh flags: {self.args.refresh_flags or '(none)'}; PostgreSQL "
+               f"{'durable (fsync on)' if self.args.pg_durable else 'as the tests run it (fsync off)'}.", "",
                "| run | refresh: paused s | refresh's paused phases (s) | refresh in all s | bucket bytes live + paused "
                "| / delta | naive: paused s | naive's phases (s) | naive / refresh | load (1 min) |",
                "|---|---:|---|---:|---:|---:|---:|---|---:|---|"]
@@ -363,6 +374,8 @@ def main():
     ap.add_argument("--refresh-flags", default="", help="more flags for the refresh, e.g. --drop-previous")
     ap.add_argument("--keep-extraneous", action="store_true",
                     help="neither procedure deletes staging's own objects (no --delete-extraneous)")
+    ap.add_argument("--pg-durable", action="store_true",
+                    help="PostgreSQL with fsync, full_page_writes and synchronous_commit on, like a real server")
     ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"), help="haul binary")
     ap.add_argument("--workdir", default=None, help="where data sets are generated (default: /tmp)")
     ap.add_argument("--json-out", help="also write every run as JSON here")
