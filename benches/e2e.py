@@ -636,28 +636,34 @@ class Bench:
         proxied = self.start_proxy()
         src = "src-scale"
         self.run([self.rclone, "--config", "/dev/null", "mkdir", f"src:{src}"])
-        tools = [("after", a.haul)] + ([("before", a.haul_before)] if a.haul_before else [])
+        dbs = ("pachyderm", "dex")
+        # name: (binary, databases); `after-bucket-only` shows what the
+        # paused pass costs without the dumps running beside it.
+        tools = {"after": (a.haul, dbs)}
+        if a.haul_before:
+            tools["before"] = (a.haul_before, dbs)
+        if a.bucket_only:
+            tools["after-bucket-only"] = (a.haul, ())
         env = self.fake_cluster()
         penv = dict(env, AWS_ENDPOINT_URL=proxied)
         for remote in ("PSRC", "PDST"):
             penv[f"RCLONE_CONFIG_{remote}_ENDPOINT"] = proxied
             for k in ("TYPE", "PROVIDER", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY", "REGION", "FORCE_PATH_STYLE"):
                 penv[f"RCLONE_CONFIG_{remote}_{k}"] = self.env[f"RCLONE_CONFIG_SRC_{k}"]
-        dbs = ("pachyderm", "dex")
-        repos = {name: self.bucket(f"repo-{name}") for name, _ in tools}
+        repos = {name: self.bucket(f"repo-{name}") for name in tools}
         have = 0
         for n in counts:
             self.put_objects(src, n - have, seed=f"scale-{n}")
             have = n
             # Setup, straight to the server: each repository's backup of the
             # bucket as it now is (the first one full).
-            for name, binary in tools:
+            for name, (binary, tdbs) in tools.items():
                 if n == counts[0]:
                     self.run([binary, "--json", "init", f"s3://{repos[name]}"])
-                self.scale_haul(f"{name} (setup, no proxy)", binary, env, src, repos[name], dbs)
-            runs = {name: [] for name, _ in tools}
+                self.scale_haul(f"{name} (setup, no proxy)", binary, env, src, repos[name], tdbs)
+            runs = {name: [] for name in tools}
             runs["naive"] = []
-            order = [name for name, _ in tools] + (["naive"] if n <= a.naive_up_to else [])
+            order = list(tools) + (["naive"] if n <= a.naive_up_to else [])
             for r in range(a.scale_runs):
                 # 0.1% new objects and a few thousand new rows since the last backups.
                 self.put_objects(src, max(1, n // 1000), seed=f"scale-{n}-change-{r}")
@@ -668,10 +674,22 @@ class Bench:
                     if name == "naive":
                         runs["naive"].append(self.scale_naive(env, penv, src, dbs))
                     else:
-                        binary = dict(tools)[name]
-                        runs[name].append(self.scale_haul(name, binary, penv, src, repos[name], dbs))
-            self.scale_record(n, db_bytes, runs)
+                        binary, tdbs = tools[name]
+                        runs[name].append(self.scale_haul(name, binary, penv, src, repos[name], tdbs))
+            self.scale_record(n, db_bytes, runs, self.scale_listing(src))
         self.stop_proxy()
+
+    def scale_listing(self, src):
+        """What listing the bucket costs the server itself: one sequential
+        `rclone lsf --fast-list`, straight to it (no proxy), with the CPU
+        seconds the server spent answering. A paused pass that lists the
+        whole bucket cannot beat the server's CPU over its cores."""
+        dt, _, out, cpu, srv = self.timed([self.rclone, "--config", "/dev/null", "lsf", "-R", "--fast-list",
+                                           f"src:{src}"])
+        listed = out.count("\n")
+        log(f"scale: rclone lsf of {listed} objects, no proxy: {dt:.2f}s, server CPU {srv:.2f}s, "
+            f"{srv / max(1, listed) * 1e6:.0f} µs of server CPU per object listed")
+        return {"seconds": dt, "server_cpu_s": srv, "client_cpu_s": cpu, "objects": listed}
 
     def scale_naive(self, env, penv, src, dbs):
         """Pause, rclone copy of the whole bucket into a fresh one (through
@@ -695,7 +713,7 @@ class Bench:
         self.drop(dst)
         return t4 - t0, phases, t4 - t0
 
-    def scale_record(self, n, db_bytes, runs):
+    def scale_record(self, n, db_bytes, runs, listing):
         def summary(rs):
             if not rs:
                 return None
@@ -703,7 +721,7 @@ class Bench:
             return {"median": statistics.median(r[0] for r in rs), "range": [min(r[0] for r in rs), max(r[0] for r in rs)],
                     "phases": {k: statistics.median(r[1].get(k, 0.0) for r in rs) for k in names},
                     "wall": statistics.median(r[2] for r in rs), "runs": len(rs)}
-        row = {"objects": n, "db_bytes": db_bytes, "delay_ms": self.args.delay_ms,
+        row = {"objects": n, "db_bytes": db_bytes, "delay_ms": self.args.delay_ms, "listing": listing,
                **{name: summary(rs) for name, rs in runs.items()}}
         self.scale_rows.append(row)
         log(json.dumps(row))
@@ -727,10 +745,16 @@ class Bench:
             out.append(f"| {r['objects']:,} | {r['db_bytes'] / 1e9:.2f} GB | {cell('before')} | {cell('after')} "
                        f"| {cell('naive')} | {phases} | {ratio('before')} | {ratio('naive')} | {runs} |")
         for r in self.scale_rows:
-            for t in ("before", "naive"):
+            for t in ("before", "naive", "after-bucket-only"):
                 if r.get(t):
-                    out.append(f"- {r['objects']:,} objects, {t}'s paused phases (s): "
+                    out.append(f"- {r['objects']:,} objects, {t}: paused {r[t]['median']:.2f} s "
+                               f"({r[t]['range'][0]:.2f}–{r[t]['range'][1]:.2f}); phases (s): "
                                + ", ".join(f"{k} {v:.2f}" for k, v in r[t]["phases"].items()))
+            ls = r["listing"]
+            out.append(f"- {r['objects']:,} objects, the server's listing cost: `rclone lsf --fast-list` without "
+                       f"the proxy {ls['seconds']:.2f} s, server CPU {ls['server_cpu_s']:.2f} s "
+                       f"({ls['server_cpu_s'] / max(1, ls['objects']) * 1e6:.0f} µs per object, "
+                       f"{os.cpu_count()} cores)")
         return "\n".join(out)
 
     # ------------------------------------------------------------ report ---
@@ -783,6 +807,8 @@ def main():
                     help="scale: added to every S3 request by benches/latency_proxy.py (default 50)")
     ap.add_argument("--haul-before", default=None,
                     help="scale: an older haul binary to measure beside --haul (the `before` column)")
+    ap.add_argument("--bucket-only", action="store_true",
+                    help="scale: also run --haul without the databases (the paused pass without dumps beside it)")
     ap.add_argument("--naive-up-to", type=int, default=200_000,
                     help="scale: measure the naive procedure only at object counts up to this (default 200000)")
     ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"),
