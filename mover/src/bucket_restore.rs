@@ -18,7 +18,7 @@
 //! The plan is computed first (and is all `--dry-run` does); the execution
 //! walks the same merge again, re-deciding each object from fresh listings.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -79,6 +79,15 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What [`Restore::run`] did, and the extraneous keys it found.
+#[derive(Debug, Clone, Default)]
+pub struct Executed {
+    pub stats: RestoreStats,
+    /// In the target, not in the snapshot, in key order (deleted only when
+    /// the options asked for it).
+    pub extraneous: Vec<String>,
+}
+
 /// Options of a restore.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -130,8 +139,10 @@ pub struct Restore<'a> {
     snapshot: &'a Snapshot,
     target: Location,
     state: Option<TargetState>,
-    /// Keys whose content was read and found equal while planning.
-    checked_equal: Mutex<HashSet<String>>,
+    /// Target objects whose content was read: key → (the listing that was
+    /// read, its hash). A later pass (the paused one of a refresh) trusts
+    /// it only for the same listing: an object rewritten since is read again.
+    checked: Mutex<HashMap<String, (Listed, ChunkId)>>,
 }
 
 impl<'a> Restore<'a> {
@@ -154,7 +165,7 @@ impl<'a> Restore<'a> {
             snapshot,
             target,
             state,
-            checked_equal: Mutex::new(HashSet::new()),
+            checked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -256,22 +267,28 @@ impl<'a> Restore<'a> {
         {
             return Ok(keep(entry));
         }
-        if self
-            .checked_equal
+        let known = self
+            .checked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&entry.key)
-        {
-            return Ok(keep(entry));
-        }
-        // Unknown content of the right size: read and hash it.
-        let (repo, target, key) = (self.repo.clone(), self.target.clone(), entry.key.clone());
-        let equal = spawned(hash_object(repo, target, key)).await? == entry.hash;
-        if equal {
-            self.checked_equal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(entry.key.clone());
+            .get(&entry.key)
+            .filter(|(seen, _)| same_version(seen, &t.listed))
+            .map(|(_, h)| *h);
+        let hash = match known {
+            Some(h) => h,
+            None => {
+                // Unknown content of the right size: read and hash it.
+                let (repo, target, key) =
+                    (self.repo.clone(), self.target.clone(), entry.key.clone());
+                let h = spawned(hash_object(repo, target, key)).await?;
+                self.checked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(entry.key.clone(), (t.listed.clone(), h));
+                h
+            }
+        };
+        if hash == entry.hash {
             Ok(keep(entry))
         } else {
             Ok(Decision::Copy {
@@ -311,21 +328,24 @@ impl<'a> Restore<'a> {
                 }
             }
         }
-        plan.objects_checked = self
-            .checked_equal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len() as u64;
+        plan.objects_checked = self.checked.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
         Ok(plan)
     }
 
     /// Copies what is missing or different; deletes extraneous objects when
     /// asked; records the target's state for the next restore.
     pub async fn execute(&self, opts: &RestoreOptions, plan: &RestorePlan) -> Result<RestoreStats> {
+        Ok(self.run(opts, Some(plan)).await?.stats)
+    }
+
+    /// [`Self::execute`], also returning the extraneous keys it found
+    /// (deleted or not), for a caller that deletes them later (a refresh,
+    /// after its swap) without listing the target again. `plan` only sizes
+    /// the progress report: a pass without one decides from its own listing.
+    pub async fn run(&self, opts: &RestoreOptions, plan: Option<&RestorePlan>) -> Result<Executed> {
         let engine = &self.repo.engine;
-        engine
-            .progress
-            .start("restore", plan.objects_to_copy(), plan.bytes_to_copy());
+        let (objects, bytes) = plan.map_or((0, 0), |p| (p.objects_to_copy(), p.bytes_to_copy()));
+        engine.progress.start("restore", objects, bytes);
         let stats = Mutex::new(RestoreStats::default());
         let failures: Mutex<Vec<(String, MoverError)>> = Mutex::new(Vec::new());
         let extraneous: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -427,9 +447,9 @@ impl<'a> Restore<'a> {
         let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
         stats.objects_failed = failures.len() as u64;
 
+        let extraneous = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
         if opts.delete_extraneous && !opts.add_only && failures.is_empty() {
-            let keys = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
-            stats.objects_deleted = self.delete(keys).await?;
+            stats.objects_deleted = self.delete_keys(&extraneous).await?;
         }
         self.save_state(self.snapshot.id, segments).await?;
         if let Some((key, e)) = failures.first() {
@@ -438,25 +458,12 @@ impl<'a> Restore<'a> {
                 first: format!("{key}: {}", crate::error_chain(e)),
             });
         }
-        Ok(stats)
+        Ok(Executed { stats, extraneous })
     }
 
-    /// Deletes the target's objects that the snapshot does not hold, and
-    /// nothing else (a refresh's last paused step). Returns how many.
-    pub async fn delete_extraneous(&self) -> Result<u64> {
-        let keys: Vec<String> = merge::join(self.entries(), self.target_objects())
-            .try_filter_map(|j| {
-                futures::future::ready(Ok(match j {
-                    Joined::Right(t) => Some(t.listed.key),
-                    _ => None,
-                }))
-            })
-            .try_collect()
-            .await?;
-        self.delete(keys).await
-    }
-
-    async fn delete(&self, keys: Vec<String>) -> Result<u64> {
+    /// Deletes these keys from the target (extraneous ones a pass found).
+    /// Returns how many.
+    pub async fn delete_keys(&self, keys: &[String]) -> Result<u64> {
         let n = keys.len() as u64;
         let paths: Vec<_> = keys
             .iter()
@@ -507,6 +514,11 @@ fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
 }
 
 /// Reads and hashes a target object (to compare content of unknown origin).
+/// The same version of an object: same size, ETag and modification time.
+fn same_version(a: &Listed, b: &Listed) -> bool {
+    a.size == b.size && a.etag == b.etag && a.modified == b.modified
+}
+
 async fn hash_object(repo: Repository, target: Location, key: String) -> Result<ChunkId> {
     let _r = repo.engine.request().await;
     let url = target.url.join(&key);
@@ -776,5 +788,44 @@ mod tests {
         assert!(task.await.unwrap_err().is_cancelled());
         eventually("the abort", || store.uploads().aborted == 1).await;
         assert_eq!(store.uploads(), ended(0, 1));
+    }
+
+    /// A refresh reads a same-size object of unknown content while live and
+    /// remembers what it found; the paused pass trusts that only for the
+    /// same version: an object rewritten in between is read again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checked_object_rewritten_since_is_read_again() {
+        let (repo, snap, target, store) = setup("recheck", Faults::new()).await;
+        let small = Path::from("small");
+        let put = |data: Vec<u8>| {
+            let (store, small) = (store.clone(), small.clone());
+            async move { store.put(&small, PutPayload::from(data)).await.unwrap() }
+        };
+        // Staging holds the snapshot's `small` (unknown to haul) and a key
+        // of its own.
+        put(noise(1000, 2)).await;
+        store
+            .put(&Path::from("own"), PutPayload::from(vec![1u8; 10]))
+            .await
+            .unwrap();
+        let r = Restore::new(&repo, &snap, target).await.unwrap();
+        let plan = r.plan().await.unwrap();
+        assert_eq!(
+            (plan.objects_checked, plan.objects_unchanged),
+            (1, 1),
+            "{plan:?}"
+        );
+        let gets = store.count(Op::Get);
+        // The running application rewrites it, same size, other bytes.
+        put(noise(1000, 3)).await;
+        let done = r.run(&RestoreOptions::default(), None).await.unwrap();
+        assert_eq!(done.stats.objects_copied, 2, "big, and small again");
+        assert_eq!(done.extraneous, ["own"], "found, and kept");
+        assert_eq!(done.stats.objects_deleted, 0);
+        assert!(store.count(Op::Get) > gets, "small was read again");
+        let got = store.get(&small).await.unwrap().bytes().await.unwrap();
+        assert_eq!(got.as_ref(), noise(1000, 2).as_slice());
+        assert_eq!(r.delete_keys(&done.extraneous).await.unwrap(), 1);
+        assert!(store.head(&Path::from("own")).await.is_err());
     }
 }

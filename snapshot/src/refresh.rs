@@ -13,20 +13,22 @@
 //! dropped, the cluster is resumed. Failure during the swap: it is undone
 //! (a server's renames share one transaction; a second server's failure
 //! swaps the first back). The previous databases stay as `<name>_haul_prev`
-//! until the next refresh, or `drop_previous`. The pause goes through the
+//! until the next refresh's live phase drops them, or `drop_previous`. The pause goes through the
 //! same guard and pause record as a backup: `haul resume` recovers a
 //! refresh killed while paused.
 //!
 //! Deleting extraneous keys comes after the swap: killed before it, staging
 //! holds the old databases with a bucket that only gained objects; after
-//! it, the new databases with their objects all present.
+//! it, the new databases with their objects all present. The keys deleted
+//! are the ones the paused pass found: the paused window lists the bucket
+//! once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 use haul_manifest::{Phase, PhaseKind, RunKind, RunStats, Snapshot, SnapshotId};
-use haul_mover::bucket_restore::{Restore, RestoreOptions, RestorePlan, RestoreStats};
+use haul_mover::bucket_restore::{Executed, Restore, RestoreOptions, RestorePlan, RestoreStats};
 use haul_mover::{Location, Repository};
 use haul_pg::reload::{self, PlannedDb};
 use haul_pg::shape;
@@ -277,6 +279,10 @@ impl<'a> RefreshJob<'a> {
         for s in &self.sides {
             let admin = swap::admin(&s.conn, &s.swap.name).await?;
             swap::drop_if_exists(&admin, &s.swap.name, &s.conn, &s.swap.next).await?;
+            // The previous refresh's databases make room for this one's now,
+            // while the cluster runs: dropping a database waits for a
+            // checkpoint, which costs a second or more of a paused window.
+            swap::drop_if_exists(&admin, &s.swap.name, &s.conn, &s.swap.prev).await?;
             // Like the live database: the swap changes nothing but the data.
             let like = shape::read(&admin, &s.swap.name, &s.conn, &s.swap.live).await?;
             shape::create(
@@ -337,7 +343,8 @@ impl<'a> RefreshJob<'a> {
             let first = group[0];
             let swapped = async {
                 let mut admin = swap::admin(&first.conn, &first.swap.name).await?;
-                // The previous refresh's leftovers make room for this one's.
+                // Dropped while live (see `live`); only one left since (by
+                // hand, or a refresh killed after its swap) is dropped here.
                 for s in group {
                     swap::drop_if_exists(&admin, &s.swap.name, &s.conn, &s.swap.prev).await?;
                 }
@@ -407,12 +414,15 @@ impl<'a> RefreshJob<'a> {
             paused_phases.push(pause);
             failpoint::hit("refresh-paused").await?;
             let t = Instant::now();
-            let copied = match &self.restore {
-                Some(r) => {
-                    let p = r.plan().await?;
-                    r.execute(&RestoreOptions::default(), &p).await?
-                }
-                None => RestoreStats::default(),
+            // One listing of the target while paused: this pass decides each
+            // key afresh (objects read while live are not read again unless
+            // rewritten since) and finds the extraneous keys deleted below.
+            let Executed {
+                stats: copied,
+                extraneous,
+            } = match &self.restore {
+                Some(r) => r.run(&RestoreOptions::default(), None).await?,
+                None => Executed::default(),
             };
             paused_phases.push(
                 Phase {
@@ -433,7 +443,7 @@ impl<'a> RefreshJob<'a> {
                 && let Some(r) = &self.restore
             {
                 let t = Instant::now();
-                stats.objects_deleted = r.delete_extraneous().await?;
+                stats.objects_deleted = r.delete_keys(&extraneous).await?;
                 paused_phases.push(
                     Phase {
                         objects: stats.objects_deleted,
