@@ -351,6 +351,59 @@ async fn two_phase_backup_pauses_only_for_the_delta_and_restores_consistently() 
     assert_eq!(dex_rows, 2);
 }
 
+/// pg_dump starts, and takes its table locks, while the cluster is paused;
+/// its data waits until the cluster runs again. So DDL the application runs
+/// after the resume (a migration at start-up) cannot change what the dump
+/// shows: it waits for the dump, and the snapshot has the old schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_held_past_the_resume_keeps_its_table_locks() {
+    let Some(c) = Cluster::new("heldlocks", 5).await else {
+        return;
+    };
+    // More than pipes and the first read hold (a few hundred KiB), so
+    // pg_dump is still running while held.
+    c.pg.exec(
+        &c.pachyderm,
+        "INSERT INTO commits (key, size, hash) SELECT 'pad-' || g, 0, repeat('x', 200) \
+         FROM generate_series(1, 20000) g",
+    )
+    .await;
+    // The dumps' data is held 4 s past the resume.
+    let haul = c.haul().env("HAUL_FAILPOINTS", "dump-held=sleep:4");
+    let args = c.backup_args(&[]);
+    let run = tokio::task::spawn_blocking(move || haul.run(args));
+    let t = Instant::now();
+    while !c
+        .calls_of("kubectl")
+        .iter()
+        .any(|a| a == "scale deployment pachd --replicas=1")
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = c.pg.client(&c.pachyderm).await;
+    app.batch_execute("SET lock_timeout = '500ms'")
+        .await
+        .unwrap();
+    let ddl = app
+        .batch_execute("ALTER TABLE commits ADD COLUMN late int")
+        .await
+        .expect_err("DDL while the held dump holds its locks");
+    assert!(
+        format!("{ddl:?}").contains("lock timeout"),
+        "the migration waits for the dump: {ddl:?}"
+    );
+    let r = run.await.expect("join").ok().json();
+    assert!(
+        phase(&r, "dump")["seconds"].as_f64().unwrap() >= 4.0,
+        "{r:#}"
+    );
+    // Once the dump is done, the migration goes through.
+    app.batch_execute("ALTER TABLE commits ADD COLUMN late int")
+        .await
+        .expect("DDL after the dump");
+}
+
 /// (b): whichever phase fails, the cluster ends as it began and nothing is
 /// committed.
 #[tokio::test(flavor = "multi_thread")]

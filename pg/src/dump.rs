@@ -20,6 +20,7 @@ use tokio_postgres::Client;
 use crate::config::PgConn;
 use crate::conn;
 use crate::error::{PgError, Result};
+use crate::gate::{self, GateWait};
 use crate::limits::DbLimits;
 use crate::process::Running;
 use crate::shape;
@@ -186,7 +187,10 @@ impl Prepared {
         repo: &Repository,
         limits: &DbLimits,
     ) -> Result<(DatabaseRecord, DbBackupReport)> {
-        self.export().await?.dump(repo, limits).await
+        self.export()
+            .await?
+            .dump(repo, limits, GateWait::open())
+            .await
     }
 }
 
@@ -209,11 +213,13 @@ impl Exported {
 
     /// Dumps into the repository, as of the exported snapshot, and counts
     /// every table in it. Returns the record for the snapshot root; nothing
-    /// is committed here.
+    /// is committed here. pg_dump starts at once; its data and the row
+    /// counts wait for `gate` (see [`crate::gate`]).
     pub async fn dump(
         self,
         repo: &Repository,
         limits: &DbLimits,
+        gate: GateWait,
     ) -> Result<(DatabaseRecord, DbBackupReport)> {
         let t0 = self.exported;
         let Exported {
@@ -242,7 +248,17 @@ impl Exported {
         let (mut run, stdout) =
             Running::spawn_reading(cmd, "pg_dump", &name, conn.password.clone(), &what)?;
 
+        let storing = async {
+            let held = gate::first_bytes_then_wait(stdout, gate.clone())
+                .await
+                .map_err(|e| PgError::Stream {
+                    what: what.clone(),
+                    reason: format!("reading its output failed: {e}"),
+                })?;
+            stream::store(repo, held, limits, &what).await
+        };
         let counting = async {
+            gate.clone().wait().await;
             let list = tables::list(&this.client, &name, &server).await?;
             tables::count(&this.client, &list, &name, &server).await
         };
@@ -255,8 +271,7 @@ impl Exported {
             }
             Ok::<_, PgError>(())
         };
-        let (stored, (), counts) =
-            futures::try_join!(stream::store(repo, stdout, limits, &what), exited, counting)?;
+        let (stored, (), counts) = futures::try_join!(storing, exited, counting)?;
         this.client
             .batch_execute("COMMIT")
             .await

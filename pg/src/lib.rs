@@ -9,6 +9,7 @@
 //! programs:    tools (pg_dump ≥ server) ─▶ process (a client program, its stderr, its exit)
 //! backup:      conn ─▶ dump: exported MVCC snapshot ─▶ pg_dump --snapshot ─stdout─▶ stream::store
 //!                      (FastCDC ─▶ put_plain)  ∥  tables::count in the same snapshot
+//!                      (both held back by a gate while a cluster is paused)
 //!              globals: pg_dumpall --globals-only ─▶ stream::store
 //! restore:     reload::plan (create / restore / replace; refuse a non-empty target)
 //!              ─▶ stream::feed (read_chunk, verified) ─stdin─▶ pg_restore --single-transaction
@@ -25,6 +26,7 @@ pub mod config;
 pub mod conn;
 pub mod dump;
 mod error;
+pub mod gate;
 pub mod globals;
 mod limits;
 mod passfile;

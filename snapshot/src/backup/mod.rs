@@ -24,6 +24,7 @@ mod two_phase;
 use std::sync::Arc;
 
 use haul_manifest::PhaseKind;
+use haul_pg::gate::GateWait;
 
 pub use preview::preview;
 pub use report::{BackupPreview, BackupReport, BackupRequest};
@@ -80,6 +81,7 @@ async fn plain(req: &BackupRequest<'_>) -> Result<BackupReport> {
         globals,
         req.db_limits.clone(),
         t_export,
+        GateWait::open(),
     );
     let (pass, dumped) = futures::try_join!(
         stages::bucket_pass(req, parent_bucket.as_ref(), PhaseKind::Copy),

@@ -12,6 +12,7 @@ use haul_manifest::{
 use haul_mover::bucket_backup::{self as bucket, BackupStats};
 use haul_mover::{Location, Repository};
 use haul_pg::dump::{self, Exported, Prepared};
+use haul_pg::gate::GateWait;
 use haul_pg::globals::{self, GlobalsBackupReport, PreparedGlobals};
 use haul_pg::{DbBackupReport, DbLimits, DbSource, PgError, tools};
 use tokio::time::Instant;
@@ -173,16 +174,21 @@ pub(crate) async fn export(dbs: Vec<Prepared>) -> Result<Vec<Exported>> {
 
 /// Dumps every exported database and the roles into `repo`; the phase
 /// counts from `exported`, when the snapshots were taken. Owns what it
-/// needs, so it can run as its own task past the end of a paused phase.
+/// needs, so it can run as its own task past the end of a paused phase;
+/// the dumps' data waits for `gate`.
 pub(crate) async fn dump_all(
     repo: Repository,
     dbs: Vec<Exported>,
     globals: Option<PreparedGlobals>,
     limits: DbLimits,
     exported: Instant,
+    gate: GateWait,
 ) -> Result<Dumped> {
     let t = exported;
-    let dumped = futures::future::try_join_all(dbs.into_iter().map(|e| e.dump(&repo, &limits)));
+    let dumped = futures::future::try_join_all(
+        dbs.into_iter()
+            .map(|e| e.dump(&repo, &limits, gate.clone())),
+    );
     let dump_globals = async {
         match globals {
             Some(g) => Ok(Some(g.dump(&repo, &limits).await?)),

@@ -4,7 +4,8 @@
 //! ```text
 //! check (databases, pg_dump, cluster context)
 //!   ─▶ pre-copy round 1..n, cluster running (each copies what changed during the one before)
-//!   ─▶ pause ─▶ final pass (list + delta) ∥ pg_dumps ─▶ commit root ─▶ resume
+//!   ─▶ pause ─▶ export snapshots, start pg_dumps (held) ─▶ final pass (list + delta)
+//!   ─▶ resume ─▶ the dumps run on ─▶ commit root
 //! ```
 //!
 //! Cancellation comes in from the caller: before the pause it stops the
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use haul_manifest::{BucketRecord, Phase, PhaseKind};
 use haul_mover::bucket_backup as bucket;
+use haul_pg::gate::Gate;
 use tokio::time::Instant;
 
 use super::report::{BackupReport, BackupRequest};
@@ -143,8 +145,9 @@ pub(crate) async fn run(
 
     // Paused: everything from here resumes the cluster, whatever happens.
     // While paused: pause, export every database's snapshot, start the dumps
-    // from those snapshots, copy the bucket's final delta. Then resume at
-    // once; the dumps run on, still showing the databases at the pause.
+    // from those snapshots (pg_dump takes its table locks, then waits at the
+    // gate), copy the bucket's final delta. Then resume at once; the dumps
+    // run on, still showing the databases at the pause.
     //
     // Why that is consistent (for Pachyderm, and any application whose
     // database only references immutable, content-addressed objects): every
@@ -157,6 +160,9 @@ pub(crate) async fn run(
     // The pause record goes to the repository before the first change to
     // the cluster, and is reported at once with the commands that resume it.
     let guard = window::recorded_guard(req.repo, spec, runner, staged.id, events);
+    // Holds the dumps' data back until the cluster runs again (see
+    // `haul_pg::gate`): pg_dump starts, and locks its tables, while paused.
+    let (gate, gate_wait) = Gate::closed();
     let t_pause = Instant::now();
     let mut paused_phases: Vec<Phase> = Vec::new();
     let paused = async {
@@ -177,7 +183,7 @@ pub(crate) async fn run(
             let (repo, limits) = (req.repo.clone(), req.db_limits.clone());
             async move {
                 failpoint::hit("dump").await?;
-                stages::dump_all(repo, exported, globals, limits, t_export).await
+                stages::dump_all(repo, exported, globals, limits, t_export, gate_wait).await
             }
         });
         let pass = stages::bucket_pass(req, base.as_ref(), PhaseKind::FinalCopy).await?;
@@ -209,6 +215,8 @@ pub(crate) async fn run(
     // Live again (or, if resuming failed, still worth committing): the
     // dumps finish, then the root is committed.
     let finished = async {
+        failpoint::hit("dump-held").await?;
+        gate.open();
         let dumped = dumps.await?;
         failpoint::hit("commit").await?;
         Ok::<_, SnapshotError>(dumped)
