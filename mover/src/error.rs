@@ -138,15 +138,38 @@ impl MoverError {
     }
 }
 
+/// Which cloud's variables a hint names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    S3,
+    Azure,
+    Gcs,
+}
+
 fn store_hint(e: &object_store::Error, url: &str) -> Option<String> {
+    let kind = if url.starts_with("az://") || url.starts_with("azure://") || url.starts_with("abfs")
+    {
+        Kind::Azure
+    } else if url.starts_with("gs://") {
+        Kind::Gcs
+    } else {
+        Kind::S3
+    };
     let text = error_chain(e);
     let has = |s: &str| text.contains(s);
     if has("NoSuchBucket")
         || has("bucket does not exist")
         || has("The specified bucket does not exist")
+        || has("ContainerNotFound")
+        || has("The specified container does not exist")
     {
+        let what = if kind == Kind::Azure {
+            "container"
+        } else {
+            "bucket"
+        };
         Some(format!(
-            "the bucket of {url} does not exist: create it, or check the bucket name and endpoint"
+            "the {what} of {url} does not exist: create it, or check the {what} name and endpoint"
         ))
     } else if has("InvalidAccessKeyId")
         || has("SignatureDoesNotMatch")
@@ -158,17 +181,34 @@ fn store_hint(e: &object_store::Error, url: &str) -> Option<String> {
                 | object_store::Error::Unauthenticated { .. }
         )
     {
-        Some(
-            "access denied: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or the store's \
-             settings in the config file) and the bucket's permissions"
-                .into(),
-        )
+        Some(format!(
+            "access denied: check {} (or the store's settings in the config file) and the {}'s permissions",
+            match kind {
+                Kind::Azure =>
+                    "AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY, \
+                               AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID)",
+                Kind::Gcs => "GOOGLE_SERVICE_ACCOUNT (or GOOGLE_APPLICATION_CREDENTIALS)",
+                Kind::S3 => "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)",
+            },
+            if kind == Kind::Azure {
+                "container"
+            } else {
+                "bucket"
+            }
+        ))
     } else if has("error sending request")
         || has("Connection refused")
         || has("dns error")
         || has("connect")
     {
-        Some("the store did not answer: check the endpoint (AWS_ENDPOINT_URL or the config file) and the network".into())
+        Some(format!(
+            "the store did not answer: check the endpoint ({} or the config file) and the network",
+            match kind {
+                Kind::Azure => "AZURE_STORAGE_ENDPOINT, AZURE_STORAGE_USE_EMULATOR",
+                Kind::Gcs => "GOOGLE_STORAGE_ENDPOINT",
+                Kind::S3 => "AWS_ENDPOINT_URL",
+            }
+        ))
     } else {
         None
     }

@@ -3,7 +3,10 @@
 //!
 //! Settings come, in this order of precedence, from the matching `[[store]]`
 //! section of the config file, then the environment the way the cloud's own
-//! tools read it (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL, ...).
+//! tools read it (AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_ENDPOINT_URL, ...;
+//! every AZURE_* and GOOGLE_* variable object_store's builders know), on top
+//! of haul's own client options (timeouts, AWS_CA_BUNDLE). A section's key
+//! that its kind of store does not use is refused, not ignored.
 //! Credentials never appear in a URL: a URL with a user or password is refused.
 
 use std::collections::HashMap;
@@ -132,15 +135,25 @@ impl StoreUrl {
     }
 }
 
-impl fmt::Display for StoreUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
+impl Scheme {
+    /// As URLs spell it: `s3`, `gs`, `az`, `file`, `memory`.
+    pub fn name(self) -> &'static str {
+        match self {
             Scheme::S3 => "s3",
             Scheme::Gcs => "gs",
             Scheme::Azure => "az",
-            Scheme::File => return write!(f, "file://{}", self.bucket),
+            Scheme::File => "file",
             Scheme::Memory => "memory",
-        };
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scheme == Scheme::File {
+            return write!(f, "file://{}", self.bucket);
+        }
+        let scheme = self.scheme.name();
         if self.prefix.is_empty() {
             write!(f, "{scheme}://{}", self.bucket)
         } else {
@@ -206,7 +219,84 @@ pub struct StoreSettings {
     pub virtual_hosted_style: Option<bool>,
     /// How request bodies written to S3 are protected (see [`Payload`]).
     pub payload: Option<Payload>,
+    /// Azure: the storage account (else AZURE_STORAGE_ACCOUNT_NAME).
+    pub account: Option<String>,
+    /// Azure: the name of the variable holding the account's access key
+    /// (else AZURE_STORAGE_ACCOUNT_KEY, or the other credentials the
+    /// environment gives).
+    pub access_key_env: Option<String>,
+    /// Azure: talk to the Azurite emulator (its well-known account).
+    pub use_emulator: Option<bool>,
+    /// GCS: a service account key file (else GOOGLE_SERVICE_ACCOUNT, or
+    /// the application default credentials).
+    pub service_account_path: Option<String>,
 }
+
+impl StoreSettings {
+    /// The keys this section sets that its URL's kind of store has no use
+    /// for: refused, not silently ignored.
+    fn misplaced(&self, scheme: Scheme) -> Vec<&'static str> {
+        let s3 = [
+            ("region", self.region.is_some()),
+            ("profile", self.profile.is_some()),
+            ("access_key_id_env", self.access_key_id_env.is_some()),
+            (
+                "secret_access_key_env",
+                self.secret_access_key_env.is_some(),
+            ),
+            ("session_token_env", self.session_token_env.is_some()),
+            ("virtual_hosted_style", self.virtual_hosted_style.is_some()),
+            ("payload", self.payload.is_some()),
+        ];
+        let azure = [
+            ("account", self.account.is_some()),
+            ("access_key_env", self.access_key_env.is_some()),
+            ("use_emulator", self.use_emulator.is_some()),
+        ];
+        let gcs = [("service_account_path", self.service_account_path.is_some())];
+        let foreign: Vec<(&'static str, bool)> = match scheme {
+            Scheme::S3 => azure.into_iter().chain(gcs).collect(),
+            Scheme::Azure => s3.into_iter().chain(gcs).collect(),
+            Scheme::Gcs => s3.into_iter().chain(azure).collect(),
+            Scheme::File | Scheme::Memory => s3
+                .into_iter()
+                .chain(azure)
+                .chain(gcs)
+                .chain([
+                    ("endpoint", self.endpoint.is_some()),
+                    ("allow_http", self.allow_http.is_some()),
+                ])
+                .collect(),
+        };
+        foreign
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// The environment variables haul passes to the Azure and GCS clients when
+/// the environment is replaced (tests); the real environment is read whole,
+/// every `AZURE_*` and `GOOGLE_*` variable the clients know.
+const CLOUD_VARS: &[&str] = &[
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_STORAGE_USE_EMULATOR",
+    "AZURE_STORAGE_ENDPOINT",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_ALLOW_HTTP",
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_STORAGE_ENDPOINT",
+    "GOOGLE_ALLOW_HTTP",
+];
 
 /// How the bodies haul writes to S3 are protected in transit.
 ///
@@ -262,10 +352,23 @@ impl StoreConfig {
             reason: e.to_string(),
         })?;
         for s in &f.store {
-            StoreUrl::parse(&s.url).map_err(|e| MoverError::Config {
+            let url = StoreUrl::parse(&s.url).map_err(|e| MoverError::Config {
                 path: path.into(),
                 reason: e.to_string(),
             })?;
+            let misplaced = s.misplaced(url.scheme);
+            if !misplaced.is_empty() {
+                return Err(MoverError::Config {
+                    path: path.into(),
+                    reason: format!(
+                        "[[store]] {}: {} {} no setting of a {}:// store (see `haul --help` for each kind's keys)",
+                        s.url,
+                        misplaced.join(", "),
+                        if misplaced.len() == 1 { "is" } else { "are" },
+                        url.scheme.name()
+                    ),
+                });
+            }
         }
         Ok(Self {
             stores: f.store,
@@ -337,20 +440,14 @@ impl StoreConfig {
                 Arc::new(self.s3_builder(url)?.build().map_err(fail)?),
                 prefix_path(url)?,
             ),
-            Scheme::Gcs => {
-                let b = GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(&url.bucket)
-                    .with_client_options(self.client_options()?)
-                    .with_retry(retry());
-                (Arc::new(b.build().map_err(fail)?), prefix_path(url)?)
-            }
-            Scheme::Azure => {
-                let b = MicrosoftAzureBuilder::from_env()
-                    .with_container_name(&url.bucket)
-                    .with_client_options(self.client_options()?)
-                    .with_retry(retry());
-                (Arc::new(b.build().map_err(fail)?), prefix_path(url)?)
-            }
+            Scheme::Gcs => (
+                Arc::new(self.gcs_builder(url)?.build().map_err(fail)?),
+                prefix_path(url)?,
+            ),
+            Scheme::Azure => (
+                Arc::new(self.azure_builder(url)?.build().map_err(fail)?),
+                prefix_path(url)?,
+            ),
         };
         Ok(Location {
             url: url.clone(),
@@ -451,6 +548,96 @@ impl StoreConfig {
         }
         let opts = self.client_options()?.with_allow_http(allow_http);
         Ok(b.with_allow_http(allow_http).with_client_options(opts))
+    }
+
+    /// The environment's variables starting with `prefix` (`AZURE_`,
+    /// `GOOGLE_`), as the cloud's own builder reads them.
+    fn prefixed_vars(&self, prefix: &str) -> Vec<(String, String)> {
+        match &self.env {
+            None => std::env::vars()
+                .filter(|(k, v)| k.starts_with(prefix) && !v.is_empty())
+                .collect(),
+            Some(_) => CLOUD_VARS
+                .iter()
+                .filter(|k| k.starts_with(prefix))
+                .filter_map(|k| self.var(k).map(|v| ((*k).to_owned(), v)))
+                .collect(),
+        }
+    }
+
+    /// Azure: haul's client options first, then every `AZURE_*` variable
+    /// the client knows (so `AZURE_ALLOW_HTTP` and the rest add to them),
+    /// then the `[[store]]` section.
+    fn azure_builder(&self, url: &StoreUrl) -> Result<MicrosoftAzureBuilder> {
+        use object_store::azure::AzureConfigKey;
+        let s = self.settings_for(url);
+        let mut b = MicrosoftAzureBuilder::new()
+            .with_container_name(&url.bucket)
+            .with_client_options(self.client_options()?)
+            .with_retry(retry());
+        for (k, v) in self.prefixed_vars("AZURE_") {
+            if let Ok(key) = k.to_ascii_lowercase().parse::<AzureConfigKey>() {
+                b = b.with_config(key, v);
+            }
+        }
+        if let Some(a) = &s.account {
+            b = b.with_account(a);
+        }
+        if let Some(name) = &s.access_key_env {
+            let key = self.var(name).ok_or_else(|| MoverError::BadUrl {
+                url: url.to_string(),
+                reason: format!("access_key_env names {name}, which is not set"),
+            })?;
+            b = b.with_access_key(key);
+        }
+        if let Some(e) = s.use_emulator {
+            b = b.with_use_emulator(e);
+        }
+        if let Some(ep) = &s.endpoint {
+            b = b.with_endpoint(ep.trim_end_matches('/').to_owned());
+            if ep.starts_with("http://") {
+                b = b.with_allow_http(true);
+            }
+        }
+        if let Some(h) = s.allow_http {
+            b = b.with_allow_http(h);
+        }
+        Ok(b)
+    }
+
+    /// GCS: as Azure, with `GOOGLE_*` variables.
+    fn gcs_builder(&self, url: &StoreUrl) -> Result<GoogleCloudStorageBuilder> {
+        use object_store::gcp::GoogleConfigKey;
+        let s = self.settings_for(url);
+        let mut b = GoogleCloudStorageBuilder::new()
+            .with_bucket_name(&url.bucket)
+            .with_client_options(self.client_options()?)
+            .with_retry(retry());
+        for (k, v) in self.prefixed_vars("GOOGLE_") {
+            if let Ok(key) = k.to_ascii_lowercase().parse::<GoogleConfigKey>() {
+                b = b.with_config(key, v);
+            }
+        }
+        if let Some(p) = &s.service_account_path {
+            b = b.with_service_account_path(p);
+        }
+        if let Some(ep) = &s.endpoint {
+            b = b.with_config(
+                GoogleConfigKey::BaseUrl,
+                ep.trim_end_matches('/').to_owned(),
+            );
+            let allow = s.allow_http.unwrap_or(ep.starts_with("http://"));
+            b = b.with_config(
+                GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                allow.to_string(),
+            );
+        } else if let Some(h) = s.allow_http {
+            b = b.with_config(
+                GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
+                h.to_string(),
+            );
+        }
+        Ok(b)
     }
 
     /// Reads a profile from the shared credentials and config files.
@@ -634,6 +821,95 @@ impl Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + Send + Sync + 'static {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_store_section_refuses_keys_of_another_kind_of_store() {
+        for (toml, bad) in [
+            ("url = \"az://c\"\nregion = \"eu\"", "region"),
+            (
+                "url = \"gs://b\"\naccess_key_id_env = \"K\"",
+                "access_key_id_env",
+            ),
+            ("url = \"s3://b\"\naccount = \"acct\"", "account"),
+            (
+                "url = \"file:///tmp/x\"\nendpoint = \"http://h\"",
+                "endpoint",
+            ),
+        ] {
+            let err = StoreConfig::from_toml(&format!("[[store]]\n{toml}\n"), "c.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad), "{toml}: {err}");
+        }
+        let ok = "[[store]]\nurl = \"az://c\"\naccount = \"a\"\naccess_key_env = \"K\"\nendpoint = \"http://127.0.0.1:1/a\"\n";
+        StoreConfig::from_toml(ok, "c.toml").unwrap();
+    }
+
+    #[test]
+    fn azure_and_gcs_merge_the_environment_with_haul_s_client_options() {
+        use object_store::ClientConfigKey as C;
+        use object_store::azure::AzureConfigKey as A;
+        use object_store::gcp::GoogleConfigKey as G;
+        let cfg = StoreConfig::from_toml(
+            "[[store]]\nurl = \"az://c\"\naccount = \"acct\"\naccess_key_env = \"MY_KEY\"\n",
+            "c.toml",
+        )
+        .unwrap()
+        .with_env(env_of(&[
+            ("AZURE_ALLOW_HTTP", "true"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "from-env"),
+            ("MY_KEY", "a2V5"),
+            ("GOOGLE_ALLOW_HTTP", "true"),
+            ("GOOGLE_SERVICE_ACCOUNT", "/sa.json"),
+        ]));
+        let az = cfg
+            .azure_builder(&StoreUrl::parse("az://c/p").unwrap())
+            .unwrap();
+        assert_eq!(
+            az.get_config_value(&A::Client(C::AllowHttp)).as_deref(),
+            Some("true")
+        );
+        assert!(
+            az.get_config_value(&A::Client(C::Timeout)).is_some(),
+            "haul's timeouts stay"
+        );
+        assert_eq!(
+            az.get_config_value(&A::AccountName).as_deref(),
+            Some("acct")
+        );
+        assert_eq!(az.get_config_value(&A::AccessKey).as_deref(), Some("a2V5"));
+        let gs = cfg
+            .gcs_builder(&StoreUrl::parse("gs://b").unwrap())
+            .unwrap();
+        assert_eq!(
+            gs.get_config_value(&G::Client(C::AllowHttp)).as_deref(),
+            Some("true")
+        );
+        assert!(gs.get_config_value(&G::Client(C::Timeout)).is_some());
+        assert_eq!(
+            gs.get_config_value(&G::ServiceAccount).as_deref(),
+            Some("/sa.json")
+        );
+        // A key variable named but unset is an error, not a fallback.
+        let unset = StoreConfig::from_toml(
+            "[[store]]\nurl = \"az://c\"\naccess_key_env = \"NOPE\"\n",
+            "c.toml",
+        )
+        .unwrap()
+        .with_env(env_of(&[]));
+        let err = unset
+            .azure_builder(&StoreUrl::parse("az://c").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("NOPE"), "{err}");
+    }
 
     #[test]
     fn parses_every_scheme() {
