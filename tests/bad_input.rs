@@ -150,3 +150,26 @@ fn unreachable_endpoint_fails_fast_with_a_hint() {
         .run(["backup", "--source", "s3://bucket/x", "--repo", &repo])
         .fails_with(1, "did not answer");
 }
+
+/// A local file named like object_store's temporary files (`report#2`) was
+/// silently left out of every backup. Now it is listed, and since the local
+/// store cannot read it, the backup fails naming it and commits nothing.
+#[test]
+fn a_local_file_no_store_can_read_is_named_not_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::write(src.join("ok"), b"fine").expect("write");
+    std::fs::write(src.join("d/report#2"), b"odd").expect("write");
+    let repo = format!("file://{}/repo", dir.path().display());
+    Haul::new().run(["init", &repo]).ok();
+    let source = format!("file://{}", src.display());
+    Haul::new()
+        .run(["backup", "--source", &source, "--repo", &repo])
+        .fails_with(1, "d/report#2");
+    let snaps = Haul::new()
+        .run(["--json", "snapshots", "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
+}

@@ -287,9 +287,16 @@ impl FaultyStore {
         };
         let body = match cut {
             None => inner,
+            // Worded as object_store's clients word a body that broke off.
             Some(after) => inner
                 .take(after)
-                .chain(stream::once(ready(Err(injected(Op::List, n)))))
+                .chain(stream::once(ready(Err(object_store::Error::Generic {
+                    store: "FaultyStore",
+                    source: format!(
+                        "Error getting list response body: injected fault: List #{n} cut off"
+                    )
+                    .into(),
+                }))))
                 .boxed(),
         };
         match fault {

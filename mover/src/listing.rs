@@ -56,8 +56,7 @@ pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
         Scheme::File => walk_sorted(loc.clone()),
         _ => {
             let url = loc.url.to_string();
-            loc.store
-                .list(Some(&loc.prefix))
+            resumable(loc, loc.prefix.clone(), None)
                 .map_err(move |e| MoverError::store("list", &url, e))
                 .boxed()
         }
@@ -102,6 +101,85 @@ fn in_lanes_from(
 
 /// Listed objects fetched ahead of the consumer: two pages of an S3 listing.
 const PREFETCH: usize = 2000;
+
+/// Times in a row a listing whose page broke off is resumed without getting
+/// a key further; the waits between them double from [`RESUME_WAIT`].
+const LIST_RESUMES: u32 = 5;
+const RESUME_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A page of a listing that broke off: its body was cut or stalled, or
+/// came back as truncated XML. object_store retries a request that fails,
+/// not a body that breaks off after the answer began; every cloud client of
+/// object_store words it as an error about the "list response".
+fn broke_off(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { .. })
+        && crate::error_chain(e).contains("list response")
+}
+
+/// `prefix`'s listing (after `offset`), resumed after the last key it gave
+/// when a page breaks off ([`broke_off`]): a cut listing costs a request,
+/// never the run. The store's order carries over: a listing resumed after
+/// its last key goes on where it was, in byte or path order alike.
+pub(crate) fn resumable(
+    loc: &Location,
+    prefix: Path,
+    offset: Option<Path>,
+) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    struct State {
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        prefix: Path,
+        last: Option<Path>,
+        page: Option<BoxStream<'static, object_store::Result<ObjectMeta>>>,
+        failures: u32,
+        done: bool,
+        url: String,
+    }
+    let st = State {
+        store: loc.store.clone(),
+        prefix,
+        last: offset,
+        page: None,
+        failures: 0,
+        done: false,
+        url: loc.url.to_string(),
+    };
+    stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let page = st.page.get_or_insert_with(|| match &st.last {
+                None => st.store.list(Some(&st.prefix)),
+                Some(o) => st.store.list_with_offset(Some(&st.prefix), o),
+            });
+            match page.next().await {
+                None => return None,
+                Some(Ok(m)) => {
+                    st.last = Some(m.location.clone());
+                    st.failures = 0;
+                    return Some((Ok(m), st));
+                }
+                Some(Err(e)) if broke_off(&e) && st.failures < LIST_RESUMES => {
+                    let wait = RESUME_WAIT * 2u32.pow(st.failures);
+                    st.failures += 1;
+                    tracing::warn!(
+                        "listing {} broke off ({}); resuming after {} in {wait:?}",
+                        st.url,
+                        crate::error_chain(&e),
+                        st.last.as_ref().map_or("the start", |p| p.as_ref())
+                    );
+                    st.page = None;
+                    tokio::time::sleep(wait).await;
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    return Some((Err(e), st));
+                }
+            }
+        }
+    })
+    .boxed()
+}
 
 /// A store's listing of `loc` (byte or path order) as [`Listed`] objects in
 /// path order.
@@ -241,36 +319,24 @@ fn to_path_order(
     .boxed()
 }
 
-/// Depth-first walk of a local store, one directory's listing at a time.
+/// Depth-first walk of a local store in path order, one directory at a
+/// time, with `std::fs`: every file whatever its name (object_store's own
+/// listing hides names like `report#2`, taking them for its temporary
+/// files). A name haul cannot carry (not UTF-8, or not a valid key) fails
+/// the listing, naming it; nothing is skipped silently.
 fn walk_sorted(loc: Location) -> BoxStream<'static, Result<ObjectMeta>> {
-    enum Item {
-        Dir(Path),
-        Obj(ObjectMeta),
-    }
-    // A stack of pending items, top = next in order.
-    let start = vec![Item::Dir(loc.prefix.clone())];
+    let start = vec![Walked::Dir(loc.prefix.clone())];
     stream::try_unfold((loc, start), |(loc, mut stack)| async move {
         while let Some(item) = stack.pop() {
             match item {
-                Item::Obj(m) => return Ok(Some((m, (loc, stack)))),
-                Item::Dir(dir) => {
-                    let prefix = (!dir.as_ref().is_empty()).then_some(&dir);
-                    let listed = match loc.store.list_with_delimiter(prefix).await {
-                        Ok(l) => l,
-                        Err(object_store::Error::NotFound { .. }) => continue,
-                        Err(e) => return Err(MoverError::store("list", &loc.url, e)),
-                    };
-                    let mut children: Vec<(String, Item)> = listed
-                        .objects
-                        .into_iter()
-                        .map(|m| (m.location.as_ref().to_owned(), Item::Obj(m)))
-                        .chain(
-                            listed
-                                .common_prefixes
-                                .into_iter()
-                                .map(|p| (format!("{p}/"), Item::Dir(p))),
-                        )
-                        .collect();
+                Walked::Obj(m) => return Ok(Some((m, (loc, stack)))),
+                Walked::Dir(dir) => {
+                    let root = std::path::PathBuf::from(&loc.url.bucket);
+                    let url = loc.url.to_string();
+                    let mut children =
+                        tokio::task::spawn_blocking(move || read_dir(&root, &dir, &url))
+                            .await
+                            .map_err(|e| MoverError::Task(e.to_string()))??;
                     // Reverse path order onto the stack so the smallest pops first.
                     children.sort_by(|a, b| key_order(&b.0, &a.0));
                     stack.extend(children.into_iter().map(|(_, i)| i));
@@ -282,10 +348,90 @@ fn walk_sorted(loc: Location) -> BoxStream<'static, Result<ObjectMeta>> {
     .boxed()
 }
 
+/// An entry of a local directory being walked.
+enum Walked {
+    Dir(Path),
+    Obj(ObjectMeta),
+}
+
+/// One directory's entries, each with the key it sorts by (`dir/` for a
+/// directory). Symbolic links are followed, as object_store does.
+fn read_dir(root: &std::path::Path, dir: &Path, url: &str) -> Result<Vec<(String, Walked)>> {
+    let fs_dir = dir
+        .parts()
+        .fold(root.to_path_buf(), |p, part| p.join(part.as_ref()));
+    let io = |what: String| move |source| MoverError::Io { what, source };
+    let entries = match std::fs::read_dir(&fs_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        r => r.map_err(io(format!("cannot list {}", fs_dir.display())))?,
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(format!("cannot list {}", fs_dir.display())))?;
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|n| MoverError::Object {
+                key: format!("{url}/{dir}/{}", n.to_string_lossy()),
+                reason: "its file name is not UTF-8, which no object key can carry: rename it"
+                    .into(),
+            })?;
+        let key = if dir.as_ref().is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        let location = Path::parse(&key).map_err(|e| MoverError::Object {
+            key: key.clone(),
+            reason: format!("not a valid object key ({e}): rename it"),
+        })?;
+        let md = match std::fs::metadata(entry.path()) {
+            Ok(md) => md,
+            // Gone since the directory was read, or a dangling link.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!("{url}: {key} vanished or is a dangling link: not backed up");
+                continue;
+            }
+            Err(e) => return Err(io(format!("cannot read {}", entry.path().display()))(e)),
+        };
+        if md.is_dir() {
+            out.push((format!("{key}/"), Walked::Dir(location)));
+        } else if md.is_file() {
+            let modified = md
+                .modified()
+                .map_err(io(format!("cannot read {}", entry.path().display())))?;
+            out.push((
+                key,
+                Walked::Obj(ObjectMeta {
+                    location,
+                    last_modified: modified.into(),
+                    size: md.len(),
+                    e_tag: Some(local_etag(&md, modified)),
+                    version: None,
+                }),
+            ));
+        } else {
+            tracing::warn!("{url}: {key} is neither a file nor a directory: not backed up");
+        }
+    }
+    Ok(out)
+}
+
+/// The ETag object_store gives a local file (inode, mtime in microseconds,
+/// size), so snapshots taken through its listing still match.
+fn local_etag(md: &std::fs::Metadata, modified: std::time::SystemTime) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mtime = modified
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    format!("\"{:x}-{mtime:x}-{:x}\"", md.ino(), md.len())
+}
+
 /// Fails with a clear error if the location cannot be listed (missing bucket,
 /// wrong credentials, unreachable endpoint), before any work starts.
 pub async fn probe(loc: &Location) -> Result<()> {
-    let mut s = loc.store.list(Some(&loc.prefix));
+    let mut s = resumable(loc, loc.prefix.clone(), None);
     match s.next().await {
         None | Some(Ok(_)) => Ok(()),
         Some(Err(e)) => Err(MoverError::store("list", &loc.url, e)),
@@ -294,7 +440,7 @@ pub async fn probe(loc: &Location) -> Result<()> {
 
 /// Is there anything under `loc`? Returns the first key found.
 pub async fn first_key(loc: &Location) -> Result<Option<String>> {
-    let mut s = loc.store.list(Some(&loc.prefix));
+    let mut s = resumable(loc, loc.prefix.clone(), None);
     match s.next().await {
         None => Ok(None),
         Some(Ok(m)) => Ok(Some(loc.relative(&m.location))),
@@ -370,19 +516,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
         let loc = StoreConfig::default().open(&url, false).unwrap();
+        // `report#2` is what object_store's own listing takes for its
+        // temporary files, and hides.
         let keys = [
-            "a-c", "a/b-", "a/b/c", "a0", "b", "é/x", "Z", "a/a/a/a", "a.txt",
+            "a-c", "a/b-", "a/b/c", "a0", "b", "é/x", "Z", "a/a/a/a", "a.txt", "report#2", "d/x#1",
+            "sp ace",
         ];
         for k in keys {
-            loc.store
-                .put(&loc.key_path(k).unwrap(), PutPayload::from_static(b"x"))
-                .await
-                .unwrap();
+            // Written by hand: object_store refuses to write `report#2`.
+            let path = dir.path().join(k);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
         }
         let got: Vec<String> = sorted(&loc).map_ok(|l| l.key).try_collect().await.unwrap();
         let mut want: Vec<String> = keys.iter().map(|s| s.to_string()).collect();
         want.sort_by(|a, b| key_order(a, b));
         assert_eq!(got, want);
+        // The same ETags as object_store's listing, where it lists a file.
+        let ours: Vec<_> = walk_sorted(loc.clone()).try_collect().await.unwrap();
+        let theirs: Vec<ObjectMeta> = loc.store.list(None).try_collect().await.unwrap();
+        for m in &theirs {
+            let o = ours
+                .iter()
+                .find(|o| o.location == m.location)
+                .expect("listed");
+            assert_eq!(
+                (&o.e_tag, o.size, o.last_modified),
+                (&m.e_tag, m.size, m.last_modified)
+            );
+        }
+        assert_eq!(ours.len(), theirs.len() + 2, "{theirs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_local_name_no_key_can_carry_fails_the_listing_by_name() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xff")),
+            b"x",
+        )
+        .unwrap();
+        let url = StoreUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+        let loc = StoreConfig::default().open(&url, false).unwrap();
+        let err = sorted(&loc).try_collect::<Vec<_>>().await.unwrap_err();
+        assert!(err.to_string().contains("bad\u{fffd}"), "{err}");
+        assert!(crate::error_chain(&err).contains("not UTF-8"), "{err}");
     }
 
     // ---- lanes ------------------------------------------------------
@@ -661,17 +840,22 @@ mod tests {
         }
     }
 
-    /// A lane whose listing is cut midway fails the whole listing: never a
-    /// shorter listing, whichever of the listings is cut.
+    /// A lane whose listing is cut midway is resumed after its last key:
+    /// the same listing, whichever of the listings is cut and where. One
+    /// cut again and again, without a key further, fails the whole listing:
+    /// never a shorter one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cut_lane_fails_the_listing() {
+    async fn a_cut_lane_is_resumed_and_a_dead_one_fails_the_listing() {
         use crate::faults::{Faults, FaultyStore, Op};
         let keys = tricky_keys();
         let hints = SplitHints::from_keys(keys.iter().step_by(9).cloned(), 1);
-        let clean = std::sync::Arc::new(FaultyStore::new(
-            std::sync::Arc::new(object_store::memory::InMemory::new()),
-            Faults::new(),
-        ));
+        let faulty = |faults| {
+            std::sync::Arc::new(FaultyStore::new(
+                std::sync::Arc::new(object_store::memory::InMemory::new()),
+                faults,
+            ))
+        };
+        let clean = faulty(Faults::new());
         let loc = holding(clean.clone(), &keys).await;
         assert_eq!(
             keys_of(in_lanes_from(&loc, 4, hints.clone(), 5))
@@ -682,25 +866,27 @@ mod tests {
         let lists = clean.count(Op::List);
         assert!(lists > 10, "{lists} listings");
 
-        let mut failed = 0;
+        let mut resumed = 0;
         for n in 1..=lists {
             for after in [0, 1, 3] {
-                let store = std::sync::Arc::new(FaultyStore::new(
-                    std::sync::Arc::new(object_store::memory::InMemory::new()),
-                    Faults::new().cut_list(n, after),
-                ));
-                let loc = holding(store, &keys).await;
-                match keys_of(in_lanes_from(&loc, 4, hints.clone(), 5)).await {
-                    Err(e) => {
-                        assert!(e.to_string().contains("list"), "{e}");
-                        failed += 1;
-                    }
-                    // The cut came after the lane had all it needed.
-                    Ok(got) => assert_eq!(got, keys, "listing {n} cut after {after}"),
-                }
+                let store = faulty(Faults::new().cut_list(n, after));
+                let loc = holding(store.clone(), &keys).await;
+                let got = keys_of(in_lanes_from(&loc, 4, hints.clone(), 5)).await;
+                assert_eq!(got.unwrap(), keys, "listing {n} cut after {after}");
+                resumed += usize::from(store.count(Op::List) > lists);
             }
         }
-        assert!(failed > lists, "most cuts hit a lane: {failed}");
+        assert!(resumed > lists as usize, "most cuts hit a lane: {resumed}");
+
+        // One lane (and one listing) cut at once every time: it gives up.
+        for lanes in [1, 4] {
+            let dead = (1..=200).fold(Faults::new(), |f, n| f.cut_list(n, 0));
+            let loc = holding(faulty(dead), &keys).await;
+            let err = keys_of(in_lanes_from(&loc, lanes, hints.clone(), 5))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("list"), "{err}");
+        }
     }
 
     /// Local directories are walked in one lane, whatever the lanes asked.

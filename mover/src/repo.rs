@@ -257,10 +257,7 @@ impl Repository {
         let sets: Vec<Vec<ChunkId>> = stream::iter(self.chunk_folders().await?)
             .map(|p| async move {
                 let _r = self.engine.request().await;
-                let metas: Vec<_> = self
-                    .loc
-                    .store
-                    .list(Some(&p))
+                let metas: Vec<_> = crate::listing::resumable(&self.loc, p, None)
                     .try_collect()
                     .await
                     .map_err(|e| MoverError::store("list chunks of", &self.loc.url, e))?;
@@ -405,10 +402,7 @@ impl Repository {
     /// the suffix. `op` names the listing in errors ("list snapshots of").
     async fn json_names(&self, dir: &str, op: &'static str) -> Result<Vec<String>> {
         let dir = self.loc.child(dir);
-        let metas: Vec<_> = self
-            .loc
-            .store
-            .list(Some(&dir.prefix))
+        let metas: Vec<_> = crate::listing::resumable(&self.loc, dir.prefix.clone(), None)
             .try_collect()
             .await
             .map_err(|e| MoverError::store(op, &self.loc.url, e))?;

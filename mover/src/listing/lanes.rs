@@ -46,7 +46,8 @@
 //! - Each piece goes through the same reordering and strict check as a
 //!   one-lane listing, and the concatenation is checked again: pieces that
 //!   come back out of order fail the listing, never reorder it silently. A
-//!   piece whose listing fails fails the whole listing.
+//!   piece whose page breaks off is resumed after its last key (see
+//!   `listing::resumable`); one that keeps failing fails the whole listing.
 //!
 //! A piece trusts that the store lists in byte or path order: it stops at
 //! the first name past its end. Every store haul knows does.
@@ -335,9 +336,7 @@ pub(super) async fn plan(
     hints: &SplitHints,
     first_page: usize,
 ) -> Result<Vec<Part>> {
-    let page: Vec<ObjectMeta> = loc
-        .store
-        .list(Some(&loc.prefix))
+    let page: Vec<ObjectMeta> = super::resumable(loc, loc.prefix.clone(), None)
         .take(first_page)
         .try_collect()
         .await
@@ -504,10 +503,10 @@ fn scan(
         d => loc.key_path(d),
     };
     let raw = prefix.and_then(|prefix| match after {
-        None => Ok(loc.store.list(Some(&prefix))),
+        None => Ok(super::resumable(loc, prefix, None)),
         Some(a) => {
             let offset = loc.key_path(&format!("{dir}{a}"))?;
-            Ok(loc.store.list_with_offset(Some(&prefix), &offset))
+            Ok(super::resumable(loc, prefix, Some(offset)))
         }
     });
     let raw = match raw {
