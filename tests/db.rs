@@ -414,6 +414,96 @@ async fn non_empty_targets_clean_and_failed_restores() {
     assert_same_database(&pg, &src, &target).await;
 }
 
+/// One database fails while the bucket and the other database are restored:
+/// the error says what happened to each, in text and in `--json`, and the
+/// exit code is the failure's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_failed_restore_reports_each_component() {
+    let Some(pg) = Pg::from_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = file_repo(dir.path());
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    std::fs::write(bucket.join("object"), b"data").unwrap();
+    let (dex, app) = (
+        pg.create_db("part_dex").await,
+        pg.create_db("part_app").await,
+    );
+    dex_like(&pg, &dex).await;
+    dex_like(&pg, &app).await;
+    Haul::new()
+        .run([
+            "backup",
+            "--repo",
+            &repo,
+            "--source",
+            &format!("file://{}", bucket.display()),
+            "--db",
+            &format!("dex={}", pg.url(&dex)),
+            "--db",
+            &format!("app={}", pg.url(&app)),
+        ])
+        .ok();
+    // dex's target holds a view on a table the snapshot replaces: --clean
+    // cannot drop it, so dex fails while running; app's target is new.
+    let dex_target = pg.create_db("part_dex_target").await;
+    pg.exec(
+        &dex_target,
+        "CREATE TABLE client (id text PRIMARY KEY); CREATE VIEW client_ids AS SELECT id FROM client;",
+    )
+    .await;
+    let app_target = Pg::unique("part_app_target");
+    let to = dir.path().join("restored");
+    let r = Haul::new().run([
+        "--json",
+        "restore",
+        "latest",
+        "--repo",
+        &repo,
+        "--to",
+        &format!("file://{}", to.display()),
+        "--clean",
+        "--db",
+        &format!("dex={}", pg.url(&dex_target)),
+        "--db",
+        &format!("app={}", pg.url(&app_target)),
+    ]);
+    let r = r.fails_with(
+        1,
+        "restore partly failed (failed: database dex; done: bucket, database app)",
+    );
+    assert!(
+        r.stderr.contains("  database dex: FAILED: ")
+            && r.stderr.contains("  database app: done: restored into"),
+        "{}",
+        r.stderr
+    );
+    let j = r.json();
+    assert_eq!(j["exit_code"], 1, "{j:#}");
+    let by_name = |n: &str| {
+        j["components"]
+            .as_array()
+            .expect("components")
+            .iter()
+            .find(|c| c["component"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {j:#}"))
+            .clone()
+    };
+    assert_eq!(by_name("bucket")["ok"], true);
+    assert_eq!(by_name("database app")["ok"], true);
+    let failed = by_name("database dex");
+    assert_eq!(failed["ok"], false);
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("pg_restore of dex failed"),
+        "{j:#}"
+    );
+    assert_eq!(std::fs::read(to.join("object")).unwrap(), b"data");
+    assert_same_database(&pg, &app, &app_target).await;
+}
+
 /// Objects owned by a role the target server lacks: the restore fails with a
 /// hint, the database it created is dropped again; --no-owner restores;
 /// and the roles captured with --db-globals make the owners come back.

@@ -39,6 +39,14 @@ impl CliError {
         error_chain(self)
     }
 
+    /// Each component's outcome, when the run partly failed.
+    pub fn components(&self) -> &[haul_snapshot::ComponentOutcome] {
+        match self {
+            Self::Snapshot(SnapshotError::Partial { outcomes, .. }) => outcomes,
+            _ => &[],
+        }
+    }
+
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Snapshot(e) => e.hint(),
@@ -50,11 +58,24 @@ impl CliError {
 
     /// The exit code (see main's doc).
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Snapshot(SnapshotError::ResumeFailed { .. }) => 4,
-            Self::Snapshot(SnapshotError::Interrupted { signal }) => 128 + signal_number(signal),
-            _ if self.is_damage() => EXIT_DAMAGED,
-            _ => 1,
+        /// The code a snapshot error asks for itself, through a partial run
+        /// to its first failure.
+        fn own(e: &SnapshotError) -> Option<u8> {
+            match e {
+                SnapshotError::ResumeFailed { .. } => Some(4),
+                SnapshotError::Interrupted { signal } => Some(128 + signal_number(signal)),
+                SnapshotError::Partial { source, .. } => own(source),
+                _ => None,
+            }
+        }
+        if let Self::Snapshot(e) = self
+            && let Some(code) = own(e)
+        {
+            code
+        } else if self.is_damage() {
+            EXIT_DAMAGED
+        } else {
+            1
         }
     }
 

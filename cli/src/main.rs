@@ -102,10 +102,11 @@ fn main() -> ExitCode {
         Ok(error::Outcome::Damaged) => ExitCode::from(error::EXIT_DAMAGED),
         Err(e) => {
             let (chain, hint, code) = (e.chain(), e.hint(), e.exit_code());
-            output::say_error(&chain, hint.as_deref());
+            let components = e.components();
+            output::say_error(&chain, hint.as_deref(), components);
             if json {
                 // `--json` always prints one document, a failure too.
-                output::emit_error(&chain, hint.as_deref(), code);
+                output::emit_error(&chain, hint.as_deref(), code, components);
             }
             ExitCode::from(code)
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use haul_mover::Progress;
+use haul_snapshot::ComponentOutcome;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -50,27 +51,37 @@ pub fn say(line: &str) {
 }
 
 /// Prints a failed command's error and hint on stderr (write errors ignored).
-pub fn say_error(chain: &str, hint: Option<&str>) {
+pub fn say_error(chain: &str, hint: Option<&str>, components: &[ComponentOutcome]) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "error: {chain}");
+    for c in components {
+        let _ = match &c.error {
+            None => writeln!(err, "  {}: done: {}", c.component, c.done),
+            Some(e) => writeln!(err, "  {}: FAILED: {e}; {}", c.component, c.done),
+        };
+    }
     if let Some(h) = hint {
         let _ = writeln!(err, "hint: {h}");
     }
 }
 
 /// With `--json`, a failed command's one document on stdout.
-pub fn emit_error(chain: &str, hint: Option<&str>, exit_code: u8) {
+pub fn emit_error(chain: &str, hint: Option<&str>, exit_code: u8, components: &[ComponentOutcome]) {
     #[derive(Serialize)]
     struct Failed<'a> {
         error: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         hint: Option<&'a str>,
         exit_code: u8,
+        /// A run that partly failed: what happened to each component.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        components: &'a [ComponentOutcome],
     }
     let failed = Failed {
         error: chain,
         hint,
         exit_code,
+        components,
     };
     emit(true, &failed, |_| Ok(()));
 }

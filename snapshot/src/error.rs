@@ -76,6 +76,42 @@ pub enum SnapshotError {
 
     #[error("failure injected at {0} (HAUL_FAILPOINTS)")]
     Injected(String),
+
+    /// Some components of a run were done, others failed: each one's
+    /// outcome, and the first failure (its hint and exit code are the run's).
+    #[error("{what} partly failed ({}): {source}", failed(outcomes))]
+    Partial {
+        what: &'static str,
+        outcomes: Vec<ComponentOutcome>,
+        source: Box<SnapshotError>,
+    },
+}
+
+/// What happened to one component of a run (the bucket, a database).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ComponentOutcome {
+    /// `bucket`, or `database NAME`.
+    pub component: String,
+    pub ok: bool,
+    /// What was done (`ok`), or what was left (not `ok`).
+    pub done: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn failed(outcomes: &[ComponentOutcome]) -> String {
+    let (bad, good): (Vec<_>, Vec<_>) = outcomes.iter().partition(|o| !o.ok);
+    let names = |v: &[&ComponentOutcome]| {
+        v.iter()
+            .map(|o| o.component.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if good.is_empty() {
+        format!("failed: {}", names(&bad))
+    } else {
+        format!("failed: {}; done: {}", names(&bad), names(&good))
+    }
 }
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
@@ -91,6 +127,7 @@ impl SnapshotError {
     /// database stream): the CLI judges damaged data by it.
     pub fn mover(&self) -> Option<&MoverError> {
         match self {
+            Self::Partial { source, .. } => source.mover(),
             Self::Mover(m) => Some(m),
             Self::Pg(e) => match e.as_ref() {
                 PgError::Mover(m) => Some(m.as_ref()),
@@ -102,6 +139,7 @@ impl SnapshotError {
 
     pub fn hint(&self) -> Option<String> {
         match self {
+            Self::Partial { source, .. } => source.hint(),
             Self::Mover(e) => e.hint(),
             Self::Pg(e) => e.hint(),
             Self::ClusterToolMissing { tool } => Some(format!(

@@ -39,6 +39,6 @@ mod units;
 mod window;
 
 pub use cancel::Cancel;
-pub use error::{Result, SnapshotError};
+pub use error::{ComponentOutcome, Result, SnapshotError};
 pub use events::{Event, EventSink, Events};
 pub use units::human_bytes;

@@ -10,8 +10,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cancel::Cancel;
-use crate::error::{Result, SnapshotError};
+use crate::error::{ComponentOutcome, Result, SnapshotError};
 use crate::runs;
+use crate::units::human_bytes;
 use haul_pg::globals::{self, GlobalsRestoreReport, GlobalsTarget};
 use haul_pg::reload::{self, PlannedDb};
 use haul_pg::{DbLimits, DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget, PgConn};
@@ -145,6 +146,81 @@ impl<'a> RestoreJob<'a> {
         }
     }
 
+    /// A run where the bucket or a database failed: each component's
+    /// outcome, so nobody has to guess what the target now holds. Only the
+    /// first failure when nothing else was restored.
+    fn partly(
+        &self,
+        stats: Result<RestoreStats>,
+        dbs: Vec<Result<DbRestoreReport>>,
+    ) -> SnapshotError {
+        let mut outcomes = Vec::new();
+        let mut first = None;
+        let mut fail = |component: String, e: SnapshotError, left: String| {
+            let out = ComponentOutcome {
+                component,
+                ok: false,
+                done: left,
+                error: Some(haul_mover::error_chain(&e)),
+            };
+            first.get_or_insert(e);
+            out
+        };
+        if let Some(b) = &self.bucket {
+            outcomes.push(match stats {
+                Ok(s) => ComponentOutcome {
+                    component: "bucket".into(),
+                    ok: true,
+                    done: format!(
+                        "{}: {} objects copied ({}), {} already in place, {} deleted",
+                        b.url,
+                        s.objects_copied,
+                        human_bytes(s.bytes_copied),
+                        s.objects_skipped,
+                        s.objects_deleted
+                    ),
+                    error: None,
+                },
+                Err(e) => fail(
+                    "bucket".into(),
+                    e,
+                    format!(
+                        "{}: partly restored; run the restore again to finish it",
+                        b.url
+                    ),
+                ),
+            });
+        }
+        for (d, r) in self.databases.iter().zip(dbs) {
+            let plan = &d.plan;
+            outcomes.push(match r {
+                Ok(rep) => ComponentOutcome {
+                    component: format!("database {}", plan.name),
+                    ok: true,
+                    done: format!(
+                        "restored into {} ({} tables, {} rows)",
+                        plan.url, rep.tables_checked, rep.rows
+                    ),
+                    error: None,
+                },
+                Err(e) => fail(
+                    format!("database {}", plan.name),
+                    e,
+                    format!("{} left as it was", plan.url),
+                ),
+            });
+        }
+        let source = first.expect("a component failed");
+        if outcomes.len() == 1 {
+            return source;
+        }
+        SnapshotError::Partial {
+            what: "restore",
+            outcomes,
+            source: Box::new(source),
+        }
+    }
+
     async fn run(self, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Utc::now();
         let t0 = Instant::now();
@@ -171,7 +247,12 @@ impl<'a> RestoreJob<'a> {
                 .map(|d| d.execute(repo, self.db_options, &self.db_limits)),
         );
         let (stats, dbs) = tokio::join!(copy_bucket, restore_dbs);
-        let databases = dbs.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let dbs: Vec<Result<DbRestoreReport>> =
+            dbs.into_iter().map(|r| r.map_err(Into::into)).collect();
+        if stats.is_err() || dbs.iter().any(Result::is_err) {
+            return Err(self.partly(stats, dbs));
+        }
+        let databases = dbs.into_iter().collect::<Result<Vec<_>>>()?;
         let stats = stats?;
 
         let mut phases = vec![Phase::timed(PhaseKind::Plan, self.plan_seconds)];
