@@ -60,6 +60,8 @@ e2e.SERVICES_ENV = {
     "HAUL_S3_PORT": "38333",
     "HAUL_PG_PORT": "58432",
     "HAUL_PG_CLUSTER": "haulrefresh",
+    # moto and Azurite are for the tests only.
+    "HAUL_ALT_STORES": "0",
     "HAUL_SERVICES_DIR": "/tmp/haul-refresh-services",
 }
 
@@ -267,7 +269,7 @@ class Refresh(e2e.Bench):
         log(f"{label}: refresh down {run['down']:.2f}s ({', '.join(f'{k} {v:.2f}' for k, v in paused.items())}), "
             f"{wall:.1f}s in all (live: {', '.join(f'{k} {v:.1f}' for k, v in live.items())}); bucket bytes "
             f"live {run['live_bytes']} + paused {run['paused_bytes']} (delta {self.delta_bytes}); "
-            f"previous database dropped while paused: {prev / 1e9:.2f} GB")
+            f"previous database dropped by the refresh (live since 8f83422): {prev / 1e9:.2f} GB")
         self.check(label)
         return run
 
