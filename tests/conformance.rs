@@ -305,3 +305,64 @@ async fn a_bucket_round_trips_through_moto_and_azurite() {
         denied.stderr
     );
 }
+
+/// Azurite stores `back\slash` as `back/slash`. A restore says so, by key,
+/// and exits non-zero; the next restore with --delete-extraneous, which
+/// sees `back/slash` as extraneous and writes `back\slash` again, never
+/// deletes the object it has just written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_target_normalises_is_named_and_never_deleted() {
+    let Some(az) = Alt::azurite() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("back\\slash"), b"odd").expect("write");
+    std::fs::write(src.join("plain"), b"fine").expect("write");
+    let repo = format!("file://{}/repo", dir.path().display());
+    az.haul().run(["init", &repo]).ok();
+    az.haul()
+        .run([
+            "backup",
+            "--source",
+            &format!("file://{}", src.display()),
+            "--repo",
+            &repo,
+        ])
+        .ok();
+    let dst = az.bucket("norm");
+    let restore = || {
+        az.haul().run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--to",
+            &format!("az://{dst}"),
+            "--delete-extraneous",
+        ])
+    };
+    let first = restore();
+    assert_ne!(first.code, 0, "{}", first.stderr);
+    assert!(
+        first.stderr.contains("back\\slash") && first.stderr.contains("normalises"),
+        "{}",
+        first.stderr
+    );
+    let second = restore();
+    assert_ne!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("stored it as \"back/slash\""),
+        "{}",
+        second.stderr
+    );
+    let target = az.location(&dst);
+    let held = contents(&*target.store, "").await;
+    assert_eq!(
+        held,
+        vec![
+            ("back/slash".to_owned(), b"odd".to_vec()),
+            ("plain".to_owned(), b"fine".to_vec())
+        ],
+        "nothing haul wrote was deleted"
+    );
+}

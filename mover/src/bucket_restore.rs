@@ -28,7 +28,8 @@ use haul_manifest::diff::{Joined, Keyed};
 use haul_manifest::{
     ChunkId, ObjectEntry, SegmentRef, Snapshot, SnapshotId, TARGETS_DIR, TargetState,
 };
-use object_store::{ObjectStoreExt, PutPayload, PutResult};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
 use crate::listing::{self, Listed, SplitHints};
@@ -348,8 +349,28 @@ impl<'a> Restore<'a> {
         engine.progress.start("restore", objects, bytes);
         let stats = Mutex::new(RestoreStats::default());
         let failures: Mutex<Vec<(String, MoverError)>> = Mutex::new(Vec::new());
-        let extraneous: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let extraneous: Mutex<Vec<Listed>> = Mutex::new(Vec::new());
+        // ETag of every object this run wrote → its key.
+        let written: Mutex<HashMap<String, String>> = Mutex::new(HashMap::new());
         let max_errors = engine.limits.max_object_errors;
+        // One object not restored: counted, and the run goes on until too
+        // many have failed.
+        let fail = |key: &str, e: MoverError| {
+            tracing::error!("{key}: not restored: {}", crate::error_chain(&e));
+            let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
+            f.push((key.to_owned(), e));
+            if f.len() >= max_errors {
+                return Err(MoverError::ObjectsFailed {
+                    failed: f.len(),
+                    first: format!(
+                        "stopped after {max_errors} failures; {}: {}",
+                        f[0].0,
+                        crate::error_chain(&f[0].1)
+                    ),
+                });
+            }
+            Ok(())
+        };
 
         let mut outcomes = self
             .decisions()
@@ -371,10 +392,7 @@ impl<'a> Restore<'a> {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .objects_extraneous += 1;
-                        extraneous
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(l.key);
+                        extraneous.lock().unwrap_or_else(|p| p.into_inner()).push(l);
                         None
                     }
                     Decision::Copy { missing: false, .. } if opts.add_only => {
@@ -392,6 +410,16 @@ impl<'a> Restore<'a> {
                     .await
                     {
                         Ok(put) => {
+                            if let Some(etag) = &put.e_tag {
+                                written
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(etag.clone(), entry.key.clone());
+                            }
+                            if let Err(e) = self.stored_as_named(&entry.key).await {
+                                fail(&entry.key, e)?;
+                                return Ok(None);
+                            }
                             let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
                             s.objects_copied += 1;
                             s.bytes_copied += entry.size;
@@ -409,23 +437,7 @@ impl<'a> Restore<'a> {
                                 MoverError::Corrupt { .. } | MoverError::Object { .. }
                             ) =>
                         {
-                            tracing::error!(
-                                "{}: not restored: {}",
-                                entry.key,
-                                crate::error_chain(&e)
-                            );
-                            let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                            f.push((entry.key.clone(), e));
-                            if f.len() >= max_errors {
-                                return Err(MoverError::ObjectsFailed {
-                                    failed: f.len(),
-                                    first: format!(
-                                        "stopped after {max_errors} failures; {}: {}",
-                                        f[0].0,
-                                        crate::error_chain(&f[0].1)
-                                    ),
-                                });
-                            }
+                            fail(&entry.key, e)?;
                             None
                         }
                         Err(e) => return Err(e),
@@ -443,11 +455,15 @@ impl<'a> Restore<'a> {
         }
         drop(outcomes);
         let segments: Vec<SegmentRef> = sink.finish().await?;
-        let failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+        let extraneous = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
+        let written = written.into_inner().unwrap_or_else(|p| p.into_inner());
+        let extraneous = self
+            .not_written_here(extraneous, &written, &mut failures)
+            .await?;
         stats.objects_failed = failures.len() as u64;
 
-        let extraneous = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
         if opts.delete_extraneous && !opts.add_only && failures.is_empty() {
             stats.objects_deleted = self.delete_keys(&extraneous).await?;
         }
@@ -459,6 +475,106 @@ impl<'a> Restore<'a> {
             });
         }
         Ok(Executed { stats, extraneous })
+    }
+
+    /// A key some store may store under another name (`a\\b`, `a//b`,
+    /// `a/./b`, a control character, ...) is looked for in a listing after
+    /// it is written (a HEAD would not tell: Azurite normalises the name it
+    /// is asked for too). A target that normalised it fails the key, by
+    /// name, instead of holding it silently under another.
+    async fn stored_as_named(&self, key: &str) -> Result<()> {
+        if !may_be_normalised(key) {
+            return Ok(());
+        }
+        let path = self.target.key_path(key)?;
+        let full = path.as_ref();
+        // Just before the key: itself without its last character.
+        let mut before = full.to_owned();
+        before.pop();
+        let url = self.target.url.join(key);
+        let _r = self.repo.engine.request().await;
+        let listed: Vec<ObjectMeta> = self
+            .target
+            .store
+            .list_with_offset(Some(&self.target.prefix), &Path::from(before.as_str()))
+            .take(NEAR_KEYS)
+            .try_collect()
+            .await
+            .map_err(|e| MoverError::store("check", &url, e))?;
+        if listed.iter().any(|m| m.location.as_ref() == full) {
+            return Ok(());
+        }
+        Err(MoverError::Object {
+            key: key.to_owned(),
+            reason: "written, but the target does not list it under this name: it normalises \
+                     keys like this one"
+                .into(),
+        })
+    }
+
+    /// The extraneous keys that are still what the listing showed: a key
+    /// whose object changed since was written during this run, by haul (a
+    /// store that normalises keys, such as Azurite turning `a\b` into `a/b`,
+    /// stored a key haul wrote under this other name) or by someone else,
+    /// and is never deleted. A normalised key is a failure of the key haul
+    /// wrote: the target cannot hold it as it is.
+    async fn not_written_here(
+        &self,
+        extraneous: Vec<Listed>,
+        written: &HashMap<String, String>,
+        failures: &mut Vec<(String, MoverError)>,
+    ) -> Result<Vec<String>> {
+        if written.is_empty() {
+            return Ok(extraneous.into_iter().map(|l| l.key).collect());
+        }
+        let now: Vec<(Listed, Option<String>)> = stream::iter(extraneous)
+            .map(|l| async move {
+                let _r = self.repo.engine.request().await;
+                let path = self.target.key_path(&l.key)?;
+                match self.target.store.head(&path).await {
+                    Ok(m) => Ok((l, m.e_tag)),
+                    Err(object_store::Error::NotFound { .. }) => Ok((l, None)),
+                    Err(e) => Err(MoverError::store(
+                        "check an extraneous object of",
+                        self.target.url.join(&l.key),
+                        e,
+                    )),
+                }
+            })
+            .buffered(self.repo.engine.limits.window.max(1))
+            .try_collect()
+            .await?;
+        let mut keep = Vec::new();
+        for (l, etag) in now {
+            match etag {
+                // Gone meanwhile: nothing to delete.
+                None => {}
+                Some(e) if l.etag.as_ref() == Some(&e) => keep.push(l.key),
+                Some(e) => match written.get(&e) {
+                    Some(wrote) => {
+                        tracing::error!("{wrote}: the target stored it as {}", l.key);
+                        let failure = MoverError::Object {
+                            key: wrote.clone(),
+                            reason: format!(
+                                "the target stored it as {:?}: this store cannot hold the key as it is \
+                                 (kept, not deleted as extraneous)",
+                                l.key
+                            ),
+                        };
+                        // Said more precisely than when it was written.
+                        match failures.iter_mut().find(|(k, _)| k == wrote) {
+                            Some(f) => f.1 = failure,
+                            None => failures.push((wrote.clone(), failure)),
+                        }
+                    }
+                    None => tracing::warn!(
+                        "{}: rewritten during the restore by someone else: not deleted",
+                        l.key
+                    ),
+                },
+            }
+        }
+        Ok(keep)
     }
 
     /// Deletes these keys from the target (extraneous ones a pass found).
@@ -514,6 +630,22 @@ fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
 }
 
 /// Reads and hashes a target object (to compare content of unknown origin).
+/// Keys listed after a key's near predecessor while looking for it.
+const NEAR_KEYS: usize = 1000;
+
+/// Keys that some store keeps under another name: a backslash (Azure and
+/// Azurite turn it into `/`), empty, `.` or `..` segments, a leading or
+/// trailing `/`, control characters.
+fn may_be_normalised(key: &str) -> bool {
+    key.contains('\\')
+        || key.chars().any(char::is_control)
+        || key.starts_with('/')
+        || key.ends_with('/')
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+}
+
 /// The same version of an object: same size, ETag and modification time.
 fn same_version(a: &Listed, b: &Listed) -> bool {
     a.size == b.size && a.etag == b.etag && a.modified == b.modified
