@@ -21,6 +21,16 @@ round trip to open one, more with TLS), bandwidth, and TCP's slow start, so
 large transfers are not slowed the way a real long link would slow them. A
 request that waits for `100 Continue` pays the delay twice, as it would.
 
+Faults, for the tests of haul's retries (`--fault KIND:MATCH:COUNT`,
+repeatable): the first COUNT requests whose request line contains MATCH
+get KIND instead of their answer:
+  stall  the answer never comes (the server's bytes are dropped) until the
+         client gives up and closes the connection;
+  cut    the answer is cut off after its first 300 bytes (headers and the
+         start of the body) and the connection closed, as a dropped link
+         would.
+Faulted requests are printed on stderr.
+
 Loopback only: both addresses must be loopback; it refuses anything else.
 Stops cleanly on SIGINT or SIGTERM (closes the listener and every
 connection). Prints "ready PORT" on stdout once it listens (with --listen 0,
@@ -46,12 +56,27 @@ def loopback(host):
     return host
 
 
+CUT_AFTER = 300
+
+
 class Proxy:
-    def __init__(self, upstream_host, upstream_port, delay_s):
+    def __init__(self, upstream_host, upstream_port, delay_s, faults=()):
         self.upstream = (upstream_host, upstream_port)
         self.delay = delay_s
         self.conns = set()
         self.requests = 0  # requests delayed so far (first bytes of each)
+        # [kind, match, remaining]
+        self.faults = [list(f) for f in faults]
+
+    def fault_for(self, data):
+        """The fault this request gets, if any (and one fewer left)."""
+        line = data.split(b"\r\n", 1)[0].decode("latin-1")
+        for f in self.faults:
+            if f[2] > 0 and f[1] in line:
+                f[2] -= 1
+                print(f"latency_proxy: {f[0]}: {line}", file=sys.stderr, flush=True)
+                return f[0]
+        return None
 
     async def handle(self, c_reader, c_writer):
         task = asyncio.current_task()
@@ -93,6 +118,8 @@ class Proxy:
             if state["new_request"]:
                 state["new_request"] = False
                 self.requests += 1
+                state["fault"] = self.fault_for(data)
+                state["sent"] = 0
                 await asyncio.sleep(self.delay)
             writer.write(data)
             await writer.drain()
@@ -104,13 +131,25 @@ class Proxy:
                 if writer.can_write_eof():
                     writer.write_eof()
                 return
+            fault = state.get("fault")
+            if fault == "stall":
+                continue
+            if fault == "cut":
+                keep = data[:max(0, CUT_AFTER - state["sent"])]
+                state["sent"] += len(keep)
+                writer.write(keep)
+                await writer.drain()
+                if state["sent"] >= CUT_AFTER:
+                    writer.transport.abort()
+                    return
+                continue
             state["new_request"] = True
             writer.write(data)
             await writer.drain()
 
 
 async def serve(args):
-    proxy = Proxy(args.upstream_host, args.upstream, args.delay_ms / 1000.0)
+    proxy = Proxy(args.upstream_host, args.upstream, args.delay_ms / 1000.0, args.fault)
     server = await asyncio.start_server(proxy.handle, args.listen_host, args.listen,
                                         reuse_address=True, backlog=1024)
     port = server.sockets[0].getsockname()[1]
@@ -128,6 +167,14 @@ async def serve(args):
     print(f"latency_proxy: stopped after {proxy.requests} delayed requests", file=sys.stderr, flush=True)
 
 
+def fault(spec):
+    kind, _, rest = spec.partition(":")
+    match, _, count = rest.rpartition(":")
+    if kind not in ("stall", "cut") or not match or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected stall|cut:MATCH:COUNT")
+    return (kind, match, int(count))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--listen", type=int, default=0, help="port to listen on (0: any free port)")
@@ -135,6 +182,8 @@ def main():
     ap.add_argument("--upstream", type=int, required=True, help="the S3 server's port")
     ap.add_argument("--upstream-host", default="127.0.0.1")
     ap.add_argument("--delay-ms", type=float, default=50.0, help="added to every request (default 50)")
+    ap.add_argument("--fault", type=fault, action="append", default=[],
+                    help="KIND:MATCH:COUNT, KIND stall or cut (see above); repeatable")
     args = ap.parse_args()
     loopback(args.listen_host)
     loopback(args.upstream_host)

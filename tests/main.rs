@@ -15,4 +15,5 @@ mod db;
 mod fixtures;
 mod golden;
 mod lanes;
+mod proxy_faults;
 mod refresh;
