@@ -44,6 +44,16 @@ fn service(var: &str, what: &str) -> Option<String> {
     None
 }
 
+/// A bucket name no other test (or test run) uses.
+fn unique_bucket(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "t-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl S3 {
     /// The test S3 server, or `None` (the test skips) without one.
     pub fn from_env() -> Option<Self> {
@@ -56,12 +66,7 @@ impl S3 {
 
     /// Creates a fresh, uniquely named bucket.
     pub fn bucket(&self, tag: &str) -> String {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_bucket(tag);
         let rclone = format!("{}/rclone", need("HAUL_TOOLS_BIN"));
         let out = Command::new(rclone)
             .args(["--config", "/dev/null", "mkdir", &format!("s3:{name}")])
@@ -157,12 +162,7 @@ impl Alt {
 
     /// Creates a fresh, uniquely named bucket (container).
     pub fn bucket(&self, tag: &str) -> String {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_bucket(tag);
         let rclone = format!("{}/rclone", need("HAUL_TOOLS_BIN"));
         let mut cmd = Command::new(rclone);
         cmd.args(["--config", "/dev/null", "mkdir", &format!("alt:{name}")]);
