@@ -250,7 +250,7 @@ async fn read_object(
     for _ in 0..REREAD_ATTEMPTS {
         match read_version(repo, source, &listed).await {
             Ok(done) => return Ok(Some(done)),
-            Err(ReadError::Gone) => return Ok(None),
+            Err(ReadError::Gone) => return gone(repo, source, &listed.key).await,
             Err(ReadError::Changed) => {
                 // Overwritten since it was listed: read the new version.
                 let _r = repo.engine.request().await;
@@ -263,7 +263,9 @@ async fn read_object(
                             modified: m.last_modified,
                         }
                     }
-                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return gone(repo, source, &listed.key).await;
+                    }
                     Err(e) => {
                         return Err(MoverError::store("read", source.url.join(&listed.key), e));
                     }
@@ -278,6 +280,40 @@ async fn read_object(
             "changed {REREAD_ATTEMPTS} times while being read; is something rewriting it?"
         ),
     })
+}
+
+/// A listed object that reads as not found: deleted since it was listed
+/// (`None`: it vanished, which a live backup expects), unless a listing
+/// still shows it, in which case this client cannot address its key (a
+/// control character object_store translates, say): an error naming it,
+/// never a silent skip.
+async fn gone(
+    repo: &Repository,
+    source: &Location,
+    key: &str,
+) -> Result<Option<(ObjectEntry, Uploaded)>> {
+    // An S3 listing without `encoding-type=url` cannot carry a control
+    // character in its XML: SeaweedFS sends U+FFFD instead, a name nothing
+    // can be read by.
+    if key.contains('\u{FFFD}') {
+        return Err(MoverError::Object {
+            key: key.to_owned(),
+            reason: "listed with U+FFFD (a character the store's listing could not carry), and \
+                     no object has that name: haul cannot read this key yet (rename the object \
+                     to back it up)"
+                .into(),
+        });
+    }
+    let _r = repo.engine.request().await;
+    if listing::lists_as_named(source, key).await? {
+        return Err(MoverError::Object {
+            key: key.to_owned(),
+            reason: "listed, but every read of it finds nothing: haul cannot address this key \
+                     in this store (rename the object to back it up)"
+                .into(),
+        });
+    }
+    Ok(None)
 }
 
 enum ReadError {

@@ -28,8 +28,7 @@ use haul_manifest::diff::{Joined, Keyed};
 use haul_manifest::{
     ChunkId, ObjectEntry, SegmentRef, Snapshot, SnapshotId, TARGETS_DIR, TargetState,
 };
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload, PutResult};
+use object_store::{ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
 use crate::listing::{self, Listed, SplitHints};
@@ -486,22 +485,8 @@ impl<'a> Restore<'a> {
         if !may_be_normalised(key) {
             return Ok(());
         }
-        let path = self.target.key_path(key)?;
-        let full = path.as_ref();
-        // Just before the key: itself without its last character.
-        let mut before = full.to_owned();
-        before.pop();
-        let url = self.target.url.join(key);
         let _r = self.repo.engine.request().await;
-        let listed: Vec<ObjectMeta> = self
-            .target
-            .store
-            .list_with_offset(Some(&self.target.prefix), &Path::from(before.as_str()))
-            .take(NEAR_KEYS)
-            .try_collect()
-            .await
-            .map_err(|e| MoverError::store("check", &url, e))?;
-        if listed.iter().any(|m| m.location.as_ref() == full) {
+        if listing::lists_as_named(&self.target, key).await? {
             return Ok(());
         }
         Err(MoverError::Object {
@@ -630,9 +615,6 @@ fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
 }
 
 /// Reads and hashes a target object (to compare content of unknown origin).
-/// Keys listed after a key's near predecessor while looking for it.
-const NEAR_KEYS: usize = 1000;
-
 /// Keys that some store keeps under another name: a backslash (Azure and
 /// Azurite turn it into `/`), empty, `.` or `..` segments, a leading or
 /// trailing `/`, control characters.

@@ -157,6 +157,13 @@ fn store_hint(e: &object_store::Error, url: &str) -> Option<String> {
     };
     let text = error_chain(e);
     let has = |s: &str| text.contains(s);
+    if has("Encountered object with invalid path") {
+        return Some(format!(
+            "an object of {url} has a key haul's store client cannot carry yet (empty, `.` or `..` \
+             segments, or control characters; see the error): rename or move it, or back up a \
+             prefix without it"
+        ));
+    }
     if has("NoSuchBucket")
         || has("bucket does not exist")
         || has("The specified bucket does not exist")

@@ -438,6 +438,37 @@ pub async fn probe(loc: &Location) -> Result<()> {
     }
 }
 
+/// Does a listing of `loc` show `key` under exactly this name? Lists from
+/// just before it (the key without its last character), up to a page.
+/// For keys a store may not hold or address as named: a HEAD or GET would
+/// not tell, since it is subject to the same translation as the write.
+pub(crate) async fn lists_as_named(loc: &Location, key: &str) -> Result<bool> {
+    /// Keys listed after the key's near predecessor while looking for it.
+    const NEAR_KEYS: usize = 1000;
+    let path = loc.key_path(key)?;
+    // Taken verbatim (`Path::from` would escape what `key` holds, moving the
+    // offset past it); shortened until it is a valid path.
+    let mut before = path.as_ref().to_owned();
+    let offset = loop {
+        if before.pop().is_none() {
+            break None;
+        }
+        if let Ok(p) = Path::parse(&before) {
+            break Some(p);
+        }
+    };
+    let listing = match &offset {
+        Some(o) => loc.store.list_with_offset(Some(&loc.prefix), o),
+        None => loc.store.list(Some(&loc.prefix)),
+    };
+    let listed: Vec<ObjectMeta> = listing
+        .take(NEAR_KEYS)
+        .try_collect()
+        .await
+        .map_err(|e| MoverError::store("list", loc.url.join(key), e))?;
+    Ok(listed.iter().any(|m| m.location == path))
+}
+
 /// Is there anything under `loc`? Returns the first key found.
 pub async fn first_key(loc: &Location) -> Result<Option<String>> {
     let mut s = resumable(loc, loc.prefix.clone(), None);
