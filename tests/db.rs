@@ -1164,3 +1164,77 @@ async fn dry_runs_plans_and_names() {
         .run(["backup", "--repo", &repo, "--db", &dex, "--db", &dex])
         .fails_with(1, "--db dex: the name is given twice");
 }
+
+/// Whoever can write the backup bucket must not run commands on the
+/// machine that restores. A roles record forged to hold `\! touch FILE`
+/// (psql would have run it) is refused, by line, before any statement is
+/// replayed; the file is never created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_roles_record_runs_nothing() {
+    use haul_manifest::{RepoConfig, chunk};
+    let Some(pg) = Pg::from_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = file_repo(dir.path());
+    let db = pg.create_db("forged_src").await;
+    Haul::new()
+        .run([
+            "backup",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("app={}", pg.url(&db)),
+            "--db-globals",
+            &pg.url("postgres"),
+        ])
+        .ok();
+    // The forgery: new SQL in a chunk of its own, the root pointed at it.
+    let marker = dir.path().join("pwned");
+    let role = Pg::unique("forged_role");
+    let sql = format!(
+        "CREATE ROLE {role};\n\\! touch {}\nCREATE ROLE {role}_2;\n",
+        marker.display()
+    );
+    let enc = chunk::encode(sql.as_bytes(), RepoConfig::DEFAULT_ZSTD_LEVEL);
+    let hex = enc.id.to_hex();
+    let chunk_path = dir.path().join(format!("repo/chunks/{}/{hex}", &hex[..2]));
+    std::fs::create_dir_all(chunk_path.parent().unwrap()).unwrap();
+    std::fs::write(&chunk_path, enc.to_blob(sql.as_bytes())).unwrap();
+    let snaps = dir.path().join("repo/snapshots");
+    let root_path = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a snapshot root");
+    let mut root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&root_path).unwrap()).unwrap();
+    root["globals"]["chunks"] = serde_json::json!([hex]);
+    root["globals"]["bytes"] = sql.len().into();
+    root["globals"]["hash"] = blake3::hash(sql.as_bytes()).to_hex().to_string().into();
+    std::fs::write(&root_path, serde_json::to_vec(&root).unwrap()).unwrap();
+
+    let target = Pg::unique("forged_target");
+    let r = Haul::new()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("app={}", pg.url(&target)),
+            "--db-globals",
+            &pg.url("postgres"),
+        ])
+        .fails_with(1, "line 2 holds the psql meta-command \\!");
+    assert!(!marker.exists(), "the command ran: {}", r.stderr);
+    let roles: i64 = pg
+        .client("postgres")
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("{role}%")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 0, "nothing was replayed");
+}

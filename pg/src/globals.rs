@@ -1,10 +1,12 @@
 //! Roles and tablespaces: `pg_dumpall --globals-only` at backup (plain SQL,
-//! chunked like a dump), replayed through psql at restore.
+//! chunked like a dump), replayed statement by statement over the
+//! PostgreSQL protocol at restore: never through psql, which would run a
+//! `\! command` a forged record holds (see `statements`).
 //!
 //! pg_dumpall's output is made to be replayed on a server that may already
 //! have some of the roles: `CREATE ROLE` then fails ("already exists") and
-//! the following `ALTER ROLE` sets its attributes. So psql runs without
-//! ON_ERROR_STOP and haul reports the errors it printed.
+//! the following `ALTER ROLE` sets its attributes. So a failed statement
+//! does not stop the replay, and haul reports the errors.
 
 use std::time::Instant;
 
@@ -15,9 +17,10 @@ use serde::Serialize;
 use crate::config::PgConn;
 use crate::conn;
 use crate::dump::server_version;
-use crate::error::Result;
+use crate::error::{PgError, Result};
 use crate::limits::DbLimits;
 use crate::process::Running;
+use crate::statements::{self, Statement};
 use crate::stream;
 use crate::tools::{self, Tool};
 
@@ -37,7 +40,7 @@ pub struct GlobalsBackupReport {
 pub struct GlobalsRestoreReport {
     pub url: String,
     pub bytes: u64,
-    /// Statements psql reported as failed (mostly roles that already exist).
+    /// Statements that failed (mostly roles that already exist).
     pub errors: Vec<String>,
     pub duration_s: f64,
 }
@@ -110,19 +113,21 @@ impl PreparedGlobals {
     }
 }
 
-/// A server the roles will be replayed on, with a psql to do it.
+/// A server the roles will be replayed on.
 #[derive(Debug)]
 pub struct GlobalsTarget {
     pub conn: PgConn,
-    tool: Tool,
 }
+
+/// The most roles SQL haul replays: pg_dumpall's globals are kilobytes; a
+/// record claiming more is damaged or forged.
+const MAX_ROLES_SQL: u64 = 64 << 20;
 
 pub async fn plan_restore(conn: PgConn) -> Result<GlobalsTarget> {
     // Connecting first reports an unreachable server or a wrong password
-    // before anything is written; plain SQL needs no particular psql version.
+    // before anything is written.
     conn::connect(&conn, NAME).await?;
-    let tool = tools::find("psql").await?;
-    Ok(GlobalsTarget { conn, tool })
+    Ok(GlobalsTarget { conn })
 }
 
 impl GlobalsTarget {
@@ -133,40 +138,45 @@ impl GlobalsTarget {
         limits: &DbLimits,
     ) -> Result<GlobalsRestoreReport> {
         let t0 = Instant::now();
-        let args = vec![
-            "--no-psqlrc".to_owned(),
-            "--quiet".to_owned(),
-            "--no-password".to_owned(),
-            "--file=-".to_owned(),
-        ];
-        let cmd = self.conn.command(&self.tool.path, &args);
-        let (mut run, mut stdin) =
-            Running::spawn_writing(cmd, "psql", NAME, self.conn.password.clone(), "psql")?;
-        let fed = stream::feed(
+        let refuse = |reason: String| PgError::Stream {
+            what: format!("the {NAME} record of the snapshot"),
+            reason,
+        };
+        if record.bytes > MAX_ROLES_SQL {
+            return Err(refuse(format!(
+                "it claims {} bytes of SQL, more than roles ever take: damaged or forged",
+                record.bytes
+            )));
+        }
+        let mut sql: Vec<u8> = Vec::with_capacity(record.bytes as usize);
+        stream::feed(
             repo,
             &record.chunks,
             record.bytes,
             record.hash,
             limits,
-            &mut stdin,
-            "the roles' SQL into psql",
+            &mut sql,
+            "the roles' SQL",
         )
-        .await;
-        if let Err(e) = fed {
-            return Err(run.abandon(stdin, e).await);
+        .await?;
+        let sql = String::from_utf8(sql).map_err(|_| refuse("it is not UTF-8 text".into()))?;
+        let statements = statements::split(&sql).map_err(|r| {
+            refuse(format!(
+                "line {} holds the psql meta-command {}, which pg_dumpall never writes: \
+                 refusing to replay it (damaged or forged)",
+                r.line, r.command
+            ))
+        })?;
+        let client = conn::connect(&self.conn, NAME).await?;
+        let mut errors = Vec::new();
+        for Statement::Sql(s) in &statements {
+            if let Err(e) = client.batch_execute(s).await {
+                errors.push(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+                );
+            }
         }
-        drop(stdin);
-        let stderr = run.finish().await?;
-        let errors = stderr
-            .lines()
-            .filter(|l| l.contains("ERROR:"))
-            .map(|l| {
-                l.split_once("ERROR:")
-                    .map_or(l, |(_, m)| m)
-                    .trim()
-                    .to_owned()
-            })
-            .collect();
         Ok(GlobalsRestoreReport {
             url: self.conn.display_url(),
             bytes: record.bytes,

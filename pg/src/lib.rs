@@ -11,6 +11,7 @@
 //!                      (FastCDC ─▶ put_plain)  ∥  tables::count in the same snapshot
 //!                      (both held back by a gate while a cluster is paused)
 //!              globals: pg_dumpall --globals-only ─▶ stream::store
+//!              (restored statement by statement over the protocol, never through psql)
 //! restore:     reload::plan (create / restore / replace; refuse a non-empty target)
 //!              ─▶ stream::feed (read_chunk, verified) ─stdin─▶ pg_restore --single-transaction
 //!              ─▶ tables::count, compared with the snapshot's
@@ -33,6 +34,7 @@ mod passfile;
 mod process;
 pub mod reload;
 pub mod shape;
+mod statements;
 mod stream;
 pub mod swap;
 mod tables;
