@@ -265,7 +265,8 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// (repeatable), e.g. pachyderm=postgresql://postgres@pg-new/pachyderm_copy.
         #[arg(long = "db", value_name = "NAME=URL")]
         db: Vec<String>,
-        /// Replay the snapshot's roles and tablespaces on this server (psql)
+        /// Replay the snapshot's roles and tablespaces on this server (statement by
+        /// statement over the protocol; a psql meta-command in the record refuses it)
         /// before the databases. Roles that already exist are reported and updated.
         #[arg(long, value_name = "URL")]
         db_globals: Option<String>,

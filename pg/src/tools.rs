@@ -1,4 +1,4 @@
-//! PostgreSQL's client programs (pg_dump, pg_restore, pg_dumpall, psql):
+//! PostgreSQL's client programs (pg_dump, pg_restore, pg_dumpall):
 //! where they are and which version they are.
 //!
 //! A pg_dump older than the server refuses to dump it, and a pg_restore
