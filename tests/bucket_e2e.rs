@@ -453,3 +453,55 @@ async fn restore_dry_run_changes_nothing() {
         "a dry run changes nothing"
     );
 }
+
+/// Everything haul writes is private to its user whatever the umask it was
+/// started with: a `file://` repository (it holds the dumps) and a restore
+/// into a local folder.
+#[test]
+fn files_haul_writes_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    fn modes(dir: &std::path::Path, out: &mut Vec<(String, u32)>) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let mode = std::fs::metadata(&p)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            out.push((p.display().to_string(), mode & 0o777));
+            if p.is_dir() {
+                modes(&p, out);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::write(src.join("d/x"), b"data").expect("write");
+    let repo = format!("file://{}/repo", dir.path().display());
+    let to = format!("file://{}/restored", dir.path().display());
+    // A permissive umask in the shell that starts haul.
+    let sh = |cmd: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("umask 000; {cmd}")])
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let haul = env!("CARGO_BIN_EXE_haul");
+    sh(&format!("{haul} init {repo}"));
+    sh(&format!(
+        "{haul} backup --source file://{} --repo {repo}",
+        src.display()
+    ));
+    sh(&format!("{haul} restore latest --repo {repo} --to {to}"));
+    let mut all = Vec::new();
+    modes(&dir.path().join("repo"), &mut all);
+    modes(&dir.path().join("restored"), &mut all);
+    assert!(all.len() > 5, "{all:?}");
+    let open: Vec<_> = all.iter().filter(|(_, m)| m & 0o077 != 0).collect();
+    assert!(open.is_empty(), "readable by others: {open:?}");
+}

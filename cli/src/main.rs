@@ -58,8 +58,24 @@ fn one_malloc_arena() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
 
+/// Everything haul writes is private to its user: a `file://` repository
+/// (dumps, roles, Helm values), `--helm-values-out`, a restore into a
+/// local folder. Files get 0600 and folders 0700 whatever umask haul was
+/// started with (the usual 022 made them world-readable).
+#[cfg(unix)]
+fn private_files() {
+    // SAFETY: umask only sets the process's file-creation mask; it cannot
+    // fail, and runs here first in main, before any other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
+    #[cfg(unix)]
+    private_files();
     let cli = Cli::parse();
     let default_level = match cli.global.verbose {
         0 => "warn",
