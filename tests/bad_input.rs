@@ -219,3 +219,81 @@ async fn an_s3_key_the_listing_mangles_is_named_not_skipped() {
         .json();
     assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
 }
+
+/// Symbolic links never take haul out of a local folder: a source link out
+/// of the folder fails the backup by name (one inside it is followed), and
+/// a restore never writes through a link in its target.
+#[test]
+fn symbolic_links_never_lead_out_of_a_local_folder() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("secret"), b"not yours").expect("write");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("ln")).expect("mkdir");
+    std::fs::write(src.join("ln/x"), b"data").expect("write");
+    std::fs::write(src.join("real"), b"real").expect("write");
+    symlink(src.join("real"), src.join("inside-link")).expect("symlink");
+    let repo = format!("file://{}/repo", dir.path().display());
+    let source = format!("file://{}", src.display());
+    Haul::new().run(["init", &repo]).ok();
+    let ok = Haul::new()
+        .run(["--json", "backup", "--source", &source, "--repo", &repo])
+        .ok()
+        .json();
+    assert_eq!(
+        ok["objects"], 3,
+        "a link inside the folder is followed: {ok}"
+    );
+
+    // A link out of the source folder.
+    symlink(&outside, src.join("away")).expect("symlink");
+    Haul::new()
+        .run(["backup", "--source", &source, "--repo", &repo])
+        .fails_with(1, "a symbolic link out of the folder listed");
+    std::fs::remove_file(src.join("away")).expect("rm");
+
+    // A target whose `ln` leads out: the snapshot's ln/x is not written
+    // through it, and nothing outside changes.
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(&target).expect("mkdir");
+    symlink(&outside, target.join("ln")).expect("symlink");
+    let r = Haul::new().run([
+        "restore",
+        "latest",
+        "--repo",
+        &repo,
+        "--to",
+        &format!("file://{}", target.display()),
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    let mut left: Vec<String> = std::fs::read_dir(&outside)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["secret"], "nothing written outside");
+
+    // A link inside the target is listed through, but never written
+    // through: the object's key fails, by name.
+    std::fs::remove_file(target.join("ln")).expect("rm");
+    std::fs::create_dir_all(target.join("elsewhere")).expect("mkdir");
+    symlink(target.join("elsewhere"), target.join("ln")).expect("symlink");
+    let r = Haul::new().run([
+        "restore",
+        "latest",
+        "--repo",
+        &repo,
+        "--to",
+        &format!("file://{}", target.display()),
+    ]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ln/x") && r.stderr.contains("refusing to write or delete through it"),
+        "{}",
+        r.stderr
+    );
+    assert!(!target.join("elsewhere/x").exists());
+}

@@ -565,6 +565,10 @@ impl<'a> Restore<'a> {
     /// Deletes these keys from the target (extraneous ones a pass found).
     /// Returns how many.
     pub async fn delete_keys(&self, keys: &[String]) -> Result<u64> {
+        // Never through a link out of a local target.
+        for k in keys {
+            self.target.check_no_link(k)?;
+        }
         let n = keys.len() as u64;
         let paths: Vec<_> = keys
             .iter()
@@ -653,6 +657,7 @@ async fn hash_object(repo: Repository, target: Location, key: String) -> Result<
 /// Runs as its own task (see `spawned`); so do its chunk reads and part
 /// uploads, which hold permits while the loop below waits on others.
 async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> Result<PutResult> {
+    target.check_no_link(&entry.key)?;
     let entry = &entry;
     let engine = &repo.engine;
     let path = target.key_path(&entry.key)?;

@@ -385,6 +385,25 @@ fn read_dir(root: &std::path::Path, dir: &Path, url: &str) -> Result<Vec<(String
             key: key.clone(),
             reason: format!("not a valid object key ({e}): rename it"),
         })?;
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        if is_link {
+            // Followed only while it stays inside the folder backed up.
+            let (to, within) = (
+                std::fs::canonicalize(entry.path()),
+                std::fs::canonicalize(root),
+            );
+            if let (Ok(to), Ok(within)) = (&to, &within)
+                && !to.starts_with(within)
+            {
+                return Err(MoverError::Object {
+                    key,
+                    reason: format!(
+                        "a symbolic link out of the folder listed (to {}): refusing to follow it",
+                        to.display()
+                    ),
+                });
+            }
+        }
         let md = match std::fs::metadata(entry.path()) {
             Ok(md) => md,
             // Gone since the directory was read, or a dangling link.

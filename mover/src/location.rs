@@ -783,6 +783,36 @@ impl Location {
         })
     }
 
+    /// For a local folder: refuses a key whose way down passes through a
+    /// symbolic link (`ln/x` with `ln` pointing out of the folder), which
+    /// writing or deleting it would follow out of the target. Other stores
+    /// have no links: always fine.
+    pub fn check_no_link(&self, key: &str) -> Result<()> {
+        if self.url.scheme != Scheme::File {
+            return Ok(());
+        }
+        let mut p = PathBuf::from(&self.url.bucket);
+        let parts: Vec<&str> = key.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            p.push(part);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(MoverError::Object {
+                        key: key.to_owned(),
+                        reason: format!(
+                            "{} is a symbolic link: refusing to write or delete through it",
+                            p.display()
+                        ),
+                    });
+                }
+                Ok(_) => {}
+                // Not there yet: nothing below it can be a link.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
     /// The store path of one of haul's own names (`chunks/ab/…`,
     /// `snapshots/….json`): plain ASCII, so building it cannot fail.
     pub fn path(&self, name: &str) -> Path {
