@@ -297,3 +297,34 @@ fn symbolic_links_never_lead_out_of_a_local_folder() {
     );
     assert!(!target.join("elsewhere/x").exists());
 }
+
+/// Secrets put where they do not belong are never echoed: a secret key in a
+/// `[[store]]` section (the config error names the line, not its text) and
+/// a PostgreSQL password with an unencoded `/` or `?`.
+#[test]
+fn misplaced_secrets_are_not_echoed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("haul.toml");
+    std::fs::write(
+        &cfg,
+        "[[store]]\nurl = \"s3://b\"\nsecret_access_key = \"hunter2-secret\"\n",
+    )
+    .expect("write");
+    let r = Haul::new()
+        .run(["-c", cfg.to_str().expect("utf-8"), "snapshots"])
+        .fails_with(1, "line 3");
+    assert!(r.stderr.contains("secret_access_key"), "{}", r.stderr);
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+
+    let repo = format!("file://{}/repo", dir.path().display());
+    Haul::new().run(["init", &repo]).ok();
+    for url in [
+        "postgresql://app:hunter2/x@127.0.0.1/db",
+        "postgresql://app:hunter2?x@127.0.0.1/db",
+    ] {
+        let r = Haul::new()
+            .run(["backup", "--repo", &repo, "--db", &format!("app={url}")])
+            .fails_with(1, "percent-encoded");
+        assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    }
+}

@@ -93,8 +93,13 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, CliError> {
-        let mut c: Self = toml::from_str(text)
-            .map_err(|e| CliError::Usage(format!("config file {}: {e}", path.display())))?;
+        let mut c: Self = toml::from_str(text).map_err(|e| {
+            CliError::Usage(format!(
+                "config file {}: {}",
+                path.display(),
+                haul_mover::toml_error(text, &e)
+            ))
+        })?;
         // Paths in the file are relative to the file.
         let dir = path.parent().unwrap_or(Path::new("."));
         for p in [&mut c.cluster.helm_values, &mut c.restore.helm_values_out]

@@ -191,6 +191,20 @@ fn normalize_fs_path(p: &FsPath) -> PathBuf {
     out
 }
 
+/// A config file's parse error as `line N: what`, without the line itself:
+/// toml quotes the offending line, and a secret put there by mistake
+/// (`secret_access_key = "..."`) would be printed.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => format!(
+            "line {}: {}",
+            text[..span.start.min(text.len())].matches('\n').count() + 1,
+            e.message().trim()
+        ),
+        None => e.message().trim().to_owned(),
+    }
+}
+
 /// Per-store settings of the config file (`[[store]]` sections).
 ///
 /// ```toml
@@ -349,7 +363,7 @@ impl StoreConfig {
         }
         let f: File = toml::from_str(text).map_err(|e| MoverError::Config {
             path: path.into(),
-            reason: e.to_string(),
+            reason: toml_error(text, &e),
         })?;
         for s in &f.store {
             let url = StoreUrl::parse(&s.url).map_err(|e| MoverError::Config {
@@ -858,6 +872,19 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_config_error_names_the_line_never_its_text() {
+        let text = "[[store]]\nurl = \"s3://b\"\nsecret_access_key = \"hunter2\"\n";
+        let err = StoreConfig::from_toml(text, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("secret_access_key"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

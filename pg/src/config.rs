@@ -246,14 +246,26 @@ pub fn redact_url(raw: &str) -> String {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return "<not a postgresql:// URL>".into();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{hosts}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
+    // A password may hold an unencoded `/`, `?` or `@`: whatever comes
+    // before the last `@` is taken for the user and password (over-redacting
+    // a URL whose query holds an `@` rather than printing a password).
+    let (authority, tail) = match rest.rfind('@') {
+        Some(at) => {
+            let (userinfo, after) = (&rest[..at], &rest[at + 1..]);
+            let hosts_end = after.find(['/', '?']).unwrap_or(after.len());
+            let user = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => userinfo.to_owned(),
+            };
+            (
+                format!("{user}@{}", &after[..hosts_end]),
+                &after[hosts_end..],
+            )
+        }
+        None => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            (rest[..end].to_owned(), &rest[end..])
+        }
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
@@ -292,6 +304,18 @@ impl PgConn {
             .strip_prefix("postgresql://")
             .or_else(|| raw.strip_prefix("postgres://"))
             .ok_or_else(|| bad(raw, "expected postgresql://[user[:password]@]host[:port]/database[?param=value&...]"))?;
+        // An `@` past the first `/` or `?`: a password (or user) with an
+        // unencoded `/`, `?` or `@`. Parsed the libpq way, pieces of it
+        // would land in the host, port or database, and in the error.
+        if let (Some(delim), Some(at)) = (rest.find(['/', '?']), rest.rfind('@'))
+            && delim < at
+        {
+            return Err(bad(
+                raw,
+                "an `@` comes after the host part: a `/`, `?` or `@` in the user or password must be \
+                 percent-encoded (%2F, %3F, %40)",
+            ));
+        }
         let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
         let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -555,6 +579,19 @@ mod tests {
             redact_url("postgresql://u:pw@h/d?password=pw2&sslmode=require"),
             "postgresql://u:***@h/d?password=***&sslmode=require"
         );
+        // A password with unencoded `/`, `?` or `@` is never printed.
+        for url in [
+            "postgresql://u:hun/ter2@h/d",
+            "postgresql://u:hun?ter2@h/d",
+            "postgresql://u:hu@n/t?er2@h/d",
+        ] {
+            let shown = redact_url(url);
+            assert_eq!(shown, "postgresql://u:***@h/d", "{url}");
+            if let Err(e) = PgConn::parse_with(url, &env_none) {
+                let e = e.to_string();
+                assert!(!e.contains("ter2") && !e.contains("hun"), "{e}");
+            }
+        }
     }
 
     #[test]
