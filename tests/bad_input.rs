@@ -328,3 +328,31 @@ fn misplaced_secrets_are_not_echoed() {
         assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     }
 }
+
+/// A password on the command line is visible to every user of the machine:
+/// haul says so (once), and not when there is none.
+#[test]
+fn a_password_on_the_command_line_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}/repo", dir.path().display());
+    Haul::new().run(["init", &repo]).ok();
+    let run =
+        |url: &str| Haul::new().run(["backup", "--repo", &repo, "--db", &format!("app={url}")]);
+    let with = run("postgresql://app:hunter2@127.0.0.1:1/db");
+    assert_ne!(with.code, 0);
+    assert_eq!(
+        with.stderr
+            .matches("a password is on the command line")
+            .count(),
+        1,
+        "{}",
+        with.stderr
+    );
+    assert!(!with.stderr.contains("hunter2"), "{}", with.stderr);
+    let without = run("postgresql://app@127.0.0.1:1/db");
+    assert!(
+        !without.stderr.contains("password is on the command line"),
+        "{}",
+        without.stderr
+    );
+}

@@ -701,6 +701,31 @@ async fn passwords_unreachable_servers_and_missing_databases() {
         format!("{}:{}:*:{user}:{secret}\n", pg.host, pg.port),
     )
     .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let chmod =
+        |mode| std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(mode)).unwrap();
+    // Readable by others: ignored, as libpq ignores it, and said.
+    chmod(0o644);
+    let from_passfile = || {
+        Haul::new()
+            .env("PGPASSFILE", passfile.to_str().unwrap())
+            .run([
+                "--json",
+                "backup",
+                "--repo",
+                &repo,
+                "--db",
+                &format!("app=postgresql://{user}@{}:{}/{db}", pg.host, pg.port),
+            ])
+    };
+    let r = from_passfile();
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("has group or world access"),
+        "{}",
+        r.stderr
+    );
+    chmod(0o600);
     let r = Haul::new()
         .env("PGPASSFILE", passfile.to_str().unwrap())
         .run([

@@ -72,6 +72,20 @@ fn private_files() {
     }
 }
 
+/// A PostgreSQL password given on the command line is visible to every
+/// user of the machine (`ps`): said once, with the ways that are not.
+fn warn_password_in_argv() {
+    let shown = std::env::args()
+        .skip(1)
+        .any(|a| a.contains("://") && haul_pg::redact_url(&a) != a);
+    if shown {
+        tracing::warn!(
+            "a password is on the command line, where other users of this machine can read it \
+             (ps, /proc): prefer PGPASSWORD, a passfile (~/.pgpass, mode 0600) or the config file"
+        );
+    }
+}
+
 fn main() -> ExitCode {
     one_malloc_arena();
     #[cfg(unix)]
@@ -92,6 +106,7 @@ fn main() -> ExitCode {
         // a closed stderr (a dropped SSH session): a lost log line is better.
         .log_internal_errors(false)
         .init();
+    warn_password_in_argv();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

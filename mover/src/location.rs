@@ -490,12 +490,24 @@ impl StoreConfig {
                 .with_retry(retry());
         }
 
-        let from_named = |n: &Option<String>| n.as_deref().and_then(|n| self.var(n));
+        // A variable the section names must be set: unset, the client would
+        // fall back to other credentials (instance metadata) without a word.
+        let from_named = |n: &Option<String>| -> Result<Option<String>> {
+            match n.as_deref() {
+                None => Ok(None),
+                Some(name) => self.var(name).map(Some).ok_or_else(|| MoverError::BadUrl {
+                    url: url.to_string(),
+                    reason: format!(
+                        "the config file's [[store]] section names {name}, which is not set"
+                    ),
+                }),
+            }
+        };
         let (key, secret, token) = if s.access_key_id_env.is_some() {
             (
-                from_named(&s.access_key_id_env),
-                from_named(&s.secret_access_key_env),
-                from_named(&s.session_token_env),
+                from_named(&s.access_key_id_env)?,
+                from_named(&s.secret_access_key_env)?,
+                from_named(&s.session_token_env)?,
             )
         } else if s.profile.is_none() && self.var("AWS_ACCESS_KEY_ID").is_some() {
             (
@@ -954,6 +966,20 @@ mod tests {
         assert_eq!(
             gs.get_config_value(&G::ServiceAccount).as_deref(),
             Some("/sa.json")
+        );
+        // An S3 key variable named but unset is an error too.
+        let s3 = StoreConfig::from_toml(
+            "[[store]]\nurl = \"s3://b\"\naccess_key_id_env = \"K\"\nsecret_access_key_env = \"S\"\n",
+            "c.toml",
+        )
+        .unwrap()
+        .with_env(env_of(&[("K", "key")]));
+        let err = s3
+            .s3_builder(&StoreUrl::parse("s3://b").unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("names S, which is not set"),
+            "{err}"
         );
         // A key variable named but unset is an error, not a fallback.
         let unset = StoreConfig::from_toml(

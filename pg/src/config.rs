@@ -599,6 +599,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pgpass");
         std::fs::write(&f, "db.example:5432:*:pach:pa\\:ss\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let env = |k: &str| (k == "PGPASSFILE").then(|| f.display().to_string());
         let c = PgConn::parse_with("postgresql://pach@db.example/x", &env).unwrap();
         assert_eq!(c.password.unwrap().expose(), "pa:ss");

@@ -7,6 +7,20 @@ use std::path::Path;
 /// any: `host:port:database:user:password`, `*` matching anything, `\`
 /// escaping `:` and `\`. A Unix socket matches `localhost`, as in libpq.
 pub fn lookup(file: &Path, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    // Like libpq: a passfile others can read is ignored, loudly.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "password file {} has group or world access ({:o}); ignored: chmod 0600 it",
+                file.display(),
+                mode & 0o777
+            );
+            return None;
+        }
+    }
     let text = std::fs::read_to_string(file).ok()?;
     let host = if host.starts_with('/') {
         "localhost"
@@ -53,6 +67,8 @@ mod tests {
             "# comment\nother:*:*:*:nope\ndb.example:5432:*:pach:pa\\:ss\nlocalhost:*:*:*:sock\n",
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
             lookup(&f, "db.example", 5432, "x", "pach").as_deref(),
             Some("pa:ss")
@@ -62,5 +78,8 @@ mod tests {
             lookup(&f, "/var/run/postgresql", 5432, "x", "y").as_deref(),
             Some("sock")
         );
+        // Readable by others: ignored, as libpq does.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(lookup(&f, "db.example", 5432, "x", "pach"), None);
     }
 }
