@@ -193,6 +193,11 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// owners into a new server.
         #[arg(long, value_name = "URL")]
         db_globals: Option<String>,
+        /// With --db-globals: leave the roles' password hashes out of the
+        /// snapshot (pg_dumpall --no-role-passwords); restored roles then
+        /// have no password until one is set.
+        #[arg(long, requires = "db_globals")]
+        no_role_passwords: bool,
         #[command(flatten)]
         repo: RepoArg,
         /// Show what would be read, without reading or writing anything.

@@ -55,9 +55,11 @@ pub struct PreparedGlobals {
     conn: PgConn,
     server_version: String,
     tool: Tool,
+    role_passwords: bool,
 }
 
-pub async fn prepare(conn: PgConn) -> Result<PreparedGlobals> {
+/// `role_passwords: false` leaves the password hashes out of the capture.
+pub async fn prepare(conn: PgConn, role_passwords: bool) -> Result<PreparedGlobals> {
     let client = conn::connect(&conn, NAME).await?;
     let (server, server_version) = server_version(&client, NAME, &conn).await?;
     let tool = tools::find("pg_dumpall").await?;
@@ -66,6 +68,7 @@ pub async fn prepare(conn: PgConn) -> Result<PreparedGlobals> {
         conn,
         server_version,
         tool,
+        role_passwords,
     })
 }
 
@@ -76,11 +79,14 @@ impl PreparedGlobals {
         limits: &DbLimits,
     ) -> Result<(GlobalsRecord, GlobalsBackupReport)> {
         let t0 = Instant::now();
-        let args = vec![
+        let mut args = vec![
             "--globals-only".to_owned(),
             "--no-password".to_owned(),
             format!("--database={}", self.conn.dbname),
         ];
+        if !self.role_passwords {
+            args.push("--no-role-passwords".to_owned());
+        }
         let cmd = self.conn.command(&self.tool.path, &args);
         let (mut run, stdout) = Running::spawn_reading(
             cmd,

@@ -68,6 +68,8 @@ pub struct BackupArgs<'a> {
     pub repo_url: &'a str,
     pub db: &'a [String],
     pub db_globals: Option<&'a str>,
+    /// Keep the roles' password hashes in the roles capture.
+    pub role_passwords: bool,
     pub dry_run: bool,
     pub labels: &'a [String],
     pub cluster: ClusterChoice,
@@ -128,6 +130,7 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
         source: source.as_ref(),
         databases,
         globals,
+        role_passwords: a.role_passwords,
         labels,
         db_limits: DbLimits::default(),
         pause: a.cluster.pause.clone(),

@@ -24,6 +24,8 @@ pub struct BackupRequest<'a> {
     pub databases: Vec<DbSource>,
     /// A server whose roles to capture (`pg_dumpall --globals-only`).
     pub globals: Option<PgConn>,
+    /// Capture the roles' password hashes too (else `--no-role-passwords`).
+    pub role_passwords: bool,
     pub labels: BTreeMap<String, String>,
     pub db_limits: DbLimits,
     /// Pause the cluster for the final bucket pass and the dumps.

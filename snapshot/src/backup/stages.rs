@@ -78,7 +78,7 @@ pub(crate) async fn prepare_databases(req: &BackupRequest<'_>) -> Result<Vec<Pre
 
 pub(crate) async fn prepare_globals(req: &BackupRequest<'_>) -> Result<Option<PreparedGlobals>> {
     match &req.globals {
-        Some(c) => Ok(Some(globals::prepare(c.clone()).await?)),
+        Some(c) => Ok(Some(globals::prepare(c.clone(), req.role_passwords).await?)),
         None => Ok(None),
     }
 }
