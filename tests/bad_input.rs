@@ -356,3 +356,26 @@ fn a_password_on_the_command_line_is_warned_about() {
         without.stderr
     );
 }
+
+/// A plain-http endpoint off this machine is warned about (once); one on
+/// loopback is not.
+#[test]
+fn a_plain_http_endpoint_off_this_machine_is_warned_about() {
+    let run = |endpoint: &str| {
+        Haul::new()
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "k")
+            .env("AWS_SECRET_ACCESS_KEY", "s")
+            .run(["snapshots", "--repo", "s3://bucket/repo"])
+    };
+    let far = run("http://haul-test.invalid:9");
+    assert_ne!(far.code, 0);
+    assert_eq!(
+        far.stderr.matches("is plain http").count(),
+        1,
+        "{}",
+        far.stderr
+    );
+    let near = run("http://127.0.0.1:9");
+    assert!(!near.stderr.contains("plain http"), "{}", near.stderr);
+}

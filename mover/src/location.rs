@@ -562,6 +562,7 @@ impl StoreConfig {
                 });
             }
             allow_http |= ep.starts_with("http://");
+            warn_plain_http(&ep);
             b = b.with_endpoint(ep.trim_end_matches('/'));
             b = b.with_virtual_hosted_style_request(s.virtual_hosted_style.unwrap_or(false));
         } else if let Some(v) = s.virtual_hosted_style {
@@ -619,6 +620,13 @@ impl StoreConfig {
         if let Some(e) = s.use_emulator {
             b = b.with_use_emulator(e);
         }
+        if let Some(ep) = s
+            .endpoint
+            .clone()
+            .or_else(|| self.var("AZURE_STORAGE_ENDPOINT"))
+        {
+            warn_plain_http(&ep);
+        }
         if let Some(ep) = &s.endpoint {
             b = b.with_endpoint(ep.trim_end_matches('/').to_owned());
             if ep.starts_with("http://") {
@@ -646,6 +654,13 @@ impl StoreConfig {
         }
         if let Some(p) = &s.service_account_path {
             b = b.with_service_account_path(p);
+        }
+        if let Some(ep) = s
+            .endpoint
+            .clone()
+            .or_else(|| self.var("GOOGLE_STORAGE_ENDPOINT"))
+        {
+            warn_plain_http(&ep);
         }
         if let Some(ep) = &s.endpoint {
             b = b.with_config(
@@ -727,6 +742,41 @@ impl StoreConfig {
             }
         }
         Ok(o)
+    }
+}
+
+/// Says once per endpoint that a plain-http endpoint off this machine
+/// carries credentials' signatures and data unencrypted (loopback is quiet:
+/// it never leaves the machine).
+fn warn_plain_http(endpoint: &str) {
+    static SAID: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let name = if host.starts_with('[') {
+        host.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return;
+    }
+    let first = SAID
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(endpoint.to_owned());
+    if first {
+        tracing::warn!(
+            "{endpoint} is plain http: the data, and what proves the credentials, cross the \
+             network unencrypted; use https unless the network is yours alone"
+        );
     }
 }
 
