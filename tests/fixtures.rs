@@ -470,11 +470,12 @@ fn wrong_size_in_segment() {
     Fixture::write_json(&f.root_path(), &root);
     f.names.push((new, "[rewritten segment]".into()));
 
-    // Known gap, left as it is: verify checks that chunks exist and hash
-    // right, not that an entry's size is its chunks' total. It reports this
-    // repository sound (exit 0); the golden file records it.
-    exits(&f.verify(false), 0);
-    exits(&f.verify(true), 0);
+    // verify --read-data compares each entry's size with its chunks' total
+    // (without reading, chunk ids say nothing of sizes).
+    let text = f.verify(false);
+    exits(&text, 3);
+    assert!(text.stdout.contains("WRONG SIZE"), "{}", text.stdout);
+    exits(&f.verify(true), 3);
     let (run, restored) = f.restore("restored", false);
     exits(&run, 3);
     assert_eq!(restored, ["chunk/a.0", "meta/empty", "meta/text"]);

@@ -1,7 +1,9 @@
 //! `verify`: every chunk a snapshot names exists; with `read_data`, every
-//! chunk is read back and its blake3 checked.
+//! chunk is read back and its blake3 checked, and every object, dump and
+//! roles record is checked to be as long as its chunks (a manifest that
+//! says otherwise would restore wrong, or fail the restore).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use haul_manifest::{ChunkId, Snapshot};
@@ -22,11 +24,33 @@ pub struct VerifyReport {
     pub missing: Vec<String>,
     /// Chunks present but damaged, with the reason.
     pub damaged: Vec<String>,
+    /// With `read_data`: objects (and dumps) whose recorded size is not
+    /// their chunks' total, each as `what: recorded N bytes, chunks hold M`.
+    pub size_mismatches: Vec<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.damaged.is_empty()
+        self.missing.is_empty() && self.damaged.is_empty() && self.size_mismatches.is_empty()
+    }
+}
+
+/// `what`'s recorded size against its chunks' total, when every chunk was
+/// read (a missing or damaged one is reported already).
+fn check_size(
+    sizes: &HashMap<ChunkId, u64>,
+    what: String,
+    recorded: u64,
+    chunks: &[ChunkId],
+    out: &mut Vec<String>,
+) {
+    let held: Option<u64> = chunks.iter().map(|c| sizes.get(c).copied()).sum();
+    if let Some(held) = held
+        && held != recorded
+    {
+        out.push(format!(
+            "{what}: recorded {recorded} bytes, its chunks hold {held}"
+        ));
     }
 }
 
@@ -99,17 +123,47 @@ pub async fn verify(
             .buffer_unordered(repo.engine.limits.requests)
             .collect()
             .await;
-        for (_, r) in results {
+        let mut sizes: HashMap<ChunkId, u64> = HashMap::new();
+        for (id, r) in results {
             match r {
                 Ok(n) => {
                     report.chunks_read += 1;
                     report.bytes_read += n;
+                    sizes.insert(id, n);
                 }
                 Err(e @ MoverError::Corrupt { .. }) => report.damaged.push(crate::error_chain(&e)),
                 Err(e) => return Err(e),
             }
         }
         report.damaged.sort();
+        // The manifests again (segments are small against the data just
+        // read), each entry against its chunks.
+        let out = &mut report.size_mismatches;
+        for snap in snapshots {
+            for d in &snap.databases {
+                let what = format!("snapshot {}: database {}", snap.id, d.name);
+                check_size(&sizes, what, d.bytes, &d.chunks, out);
+            }
+            if let Some(g) = &snap.globals {
+                let what = format!("snapshot {}: roles", snap.id);
+                check_size(&sizes, what, g.bytes, &g.chunks, out);
+            }
+            let Some(bucket) = &snap.bucket else { continue };
+            for seg in &bucket.segments {
+                // Unreadable segments were reported above.
+                let Ok(entries) = repo
+                    .entries(vec![seg.clone()])
+                    .try_collect::<Vec<_>>()
+                    .await
+                else {
+                    continue;
+                };
+                for e in &entries {
+                    let what = format!("snapshot {}: {}", snap.id, e.key);
+                    check_size(&sizes, what, e.size, e.chunk_ids(), out);
+                }
+            }
+        }
     }
     Ok(report)
 }

@@ -303,6 +303,9 @@ async fn verify(
         for d in &r.damaged {
             writeln!(w, "DAMAGED {d}")?;
         }
+        for s in &r.size_mismatches {
+            writeln!(w, "WRONG SIZE {s}")?;
+        }
         if r.ok() {
             writeln!(w, "ok: no problems found")
         } else {
@@ -311,9 +314,10 @@ async fn verify(
     });
     if !r.ok() {
         say(&format!(
-            "error: {} missing and {} damaged chunk(s) in {}",
+            "error: {} missing and {} damaged chunk(s), {} wrong size(s) in {}",
             r.missing.len(),
             r.damaged.len(),
+            r.size_mismatches.len(),
             repo.url()
         ));
         return Ok(Outcome::Damaged);
