@@ -737,6 +737,10 @@ impl StoreConfig {
                 path: bundle.clone(),
                 reason: format!("AWS_CA_BUNDLE is not a PEM bundle: {e}"),
             })?;
+            // The bundle replaces the system's roots, as the AWS SDKs and CLI
+            // do: an operator who names a CA trusts that CA, not also every
+            // public one.
+            o = o.with_no_system_certificates(true);
             for c in certs {
                 o = o.with_root_certificate(c);
             }
