@@ -1342,3 +1342,55 @@ async fn roles_can_be_captured_without_their_passwords() {
     assert!(row.get::<_, bool>(0), "the hash came back");
     pg.admin(&[format!("DROP ROLE {role}")]).await;
 }
+
+/// A dump that is not a pg_dump custom archive of the database the snapshot
+/// names (here: plain SQL put in its place) is refused before pg_restore
+/// sees a byte, as damaged data (exit 3); the target is not created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_that_is_not_the_archive_it_claims_is_refused() {
+    use haul_manifest::{RepoConfig, chunk};
+    let Some(pg) = Pg::from_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = file_repo(dir.path());
+    let db = pg.create_db("notarchive_src").await;
+    dex_like(&pg, &db).await;
+    Haul::new()
+        .run([
+            "backup",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("app={}", pg.url(&db)),
+        ])
+        .ok();
+    let sql = b"-- plain SQL\nDROP TABLE client;\n".to_vec();
+    let enc = chunk::encode(&sql, RepoConfig::DEFAULT_ZSTD_LEVEL);
+    let hex = enc.id.to_hex();
+    let chunk_path = dir.path().join(format!("repo/chunks/{}/{hex}", &hex[..2]));
+    std::fs::create_dir_all(chunk_path.parent().unwrap()).unwrap();
+    std::fs::write(&chunk_path, enc.to_blob(&sql)).unwrap();
+    let root_path = std::fs::read_dir(dir.path().join("repo/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a snapshot root");
+    let mut root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&root_path).unwrap()).unwrap();
+    root["databases"][0]["chunks"] = serde_json::json!([hex]);
+    root["databases"][0]["bytes"] = sql.len().into();
+    root["databases"][0]["hash"] = blake3::hash(&sql).to_hex().to_string().into();
+    std::fs::write(&root_path, serde_json::to_vec(&root).unwrap()).unwrap();
+
+    let target = Pg::unique("notarchive_target");
+    Haul::new()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("app={}", pg.url(&target)),
+        ])
+        .fails_with(3, "it is not a pg_dump archive");
+    assert!(!pg.exists(&target).await, "nothing created");
+}

@@ -23,6 +23,7 @@
 //! This crate never prints: what an operator should see comes back in
 //! reports and errors, or goes to `tracing`.
 
+mod archive;
 pub mod config;
 pub mod conn;
 pub mod dump;

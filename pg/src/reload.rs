@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
+use crate::archive;
 use crate::config::PgConn;
 use crate::conn;
 use crate::dump::server_version;
@@ -266,6 +267,7 @@ impl PlannedDb {
     ) -> Result<DbRestoreReport> {
         let t0 = Instant::now();
         let name = &self.plan.name;
+        self.check_archive(repo).await?;
         let created = if self.plan.action == Action::Create {
             let (client, _) = maintenance(&self.conn, name).await?;
             // Like the original: owner, encoding, locale, settings, privileges.
@@ -303,6 +305,40 @@ impl PlannedDb {
             row_count_mismatches,
             duration_s: t0.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Refuses a dump that is not a pg_dump custom archive of the database
+    /// the snapshot says it is, before pg_restore sees a byte of it (exit 3,
+    /// damaged data). Reads the first chunk once more.
+    async fn check_archive(&self, repo: &Repository) -> Result<()> {
+        let Some(first) = self.record.chunks.first() else {
+            return Ok(());
+        };
+        let bytes = repo.read_chunk(*first).await?;
+        let reason = match archive::read(&bytes) {
+            None => Some("it is not a pg_dump archive".to_owned()),
+            Some(h) if h.format != archive::CUSTOM => Some(format!(
+                "it is a pg_dump archive of format {}, not custom",
+                h.format
+            )),
+            Some(h) if h.database != self.record.database => Some(format!(
+                "it is a dump of database {:?}, not {:?}",
+                h.database, self.record.database
+            )),
+            Some(_) => None,
+        };
+        match reason {
+            None => Ok(()),
+            Some(reason) => Err(haul_mover::MoverError::Corrupt {
+                url: repo.url(),
+                what: format!("the dump of {}", self.plan.name),
+                source: haul_manifest::FormatError::Invalid {
+                    what: format!("the dump of {}", self.plan.name),
+                    reason: format!("{reason}: refusing to restore it (damaged or forged)"),
+                },
+            }
+            .into()),
+        }
     }
 
     async fn pg_restore(
