@@ -494,6 +494,21 @@ async fn a_failed_resume_is_loud_and_exits_4() {
         run.stderr
     );
     assert!(run.stderr.contains("IS committed"), "{}", run.stderr);
+    // The one JSON document says what was committed beside what failed.
+    let j = run.json();
+    assert_eq!(j["exit_code"], 4, "{j:#}");
+    let snapshot = &j["components"][0];
+    assert_eq!(snapshot["component"], "snapshot", "{j:#}");
+    assert_eq!(snapshot["ok"], true);
+    assert!(
+        snapshot["done"]
+            .as_str()
+            .unwrap()
+            .starts_with("committed as "),
+        "{j:#}"
+    );
+    assert_eq!(j["components"][1]["component"], "cluster");
+    assert_eq!(j["components"][1]["ok"], false);
     let r = c.rig.replicas();
     assert_eq!(r["deployment/pachd"], 0, "pachd could not be resumed");
     assert_eq!(r["rc/pipeline-edges-v1"], 2, "the other steps still ran");

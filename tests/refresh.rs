@@ -365,3 +365,28 @@ async fn a_killed_refresh_is_resumed() {
     assert_eq!(r["databases"][0]["swapped"], true, "{r:#}");
     assert_eq!(rows(&st.pg, &st.pach).await, st.prod_rows);
 }
+
+/// Staging refreshed, but the resume fails: exit 4, and the one JSON
+/// document says the refresh was done beside what failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_that_cannot_resume_says_what_was_done() {
+    let Some(st) = Staging::new("refreshnoresume").await else {
+        return;
+    };
+    let rig = Rig::new();
+    rig.fail_on(
+        "scale deployment pachd --replicas=1",
+        -1,
+        "Error from server: etcd unavailable",
+    );
+    let run = st
+        .haul(&rig)
+        .run(st.args(&[]))
+        .fails_with(4, "THE CLUSTER IS STILL PAUSED");
+    let j = run.json();
+    assert_eq!(j["exit_code"], 4, "{j:#}");
+    assert_eq!(j["components"][0]["component"], "staging", "{j:#}");
+    assert_eq!(j["components"][0]["ok"], true, "{j:#}");
+    assert_eq!(j["components"][1]["component"], "cluster", "{j:#}");
+    assert_eq!(rows(&st.pg, &st.pach).await, st.prod_rows, "swapped");
+}
