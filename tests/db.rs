@@ -1196,7 +1196,6 @@ async fn dry_runs_plans_and_names() {
 /// replayed; the file is never created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_roles_record_runs_nothing() {
-    use haul_manifest::{RepoConfig, chunk};
     let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
@@ -1219,23 +1218,7 @@ async fn a_forged_roles_record_runs_nothing() {
         "CREATE ROLE {role};\n\\! touch {}\nCREATE ROLE {role}_2;\n",
         marker.display()
     );
-    let enc = chunk::encode(sql.as_bytes(), RepoConfig::DEFAULT_ZSTD_LEVEL);
-    let hex = enc.id.to_hex();
-    let chunk_path = dir.path().join(format!("repo/chunks/{}/{hex}", &hex[..2]));
-    std::fs::create_dir_all(chunk_path.parent().unwrap()).unwrap();
-    std::fs::write(&chunk_path, enc.to_blob(sql.as_bytes())).unwrap();
-    let snaps = dir.path().join("repo/snapshots");
-    let root_path = std::fs::read_dir(&snaps)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("a snapshot root");
-    let mut root: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&root_path).unwrap()).unwrap();
-    root["globals"]["chunks"] = serde_json::json!([hex]);
-    root["globals"]["bytes"] = sql.len().into();
-    root["globals"]["hash"] = blake3::hash(sql.as_bytes()).to_hex().to_string().into();
-    std::fs::write(&root_path, serde_json::to_vec(&root).unwrap()).unwrap();
+    forge_record(dir.path(), sql.as_bytes(), |root| &mut root["globals"]);
 
     let target = Pg::unique("forged_target");
     let r = Haul::new()
@@ -1288,58 +1271,45 @@ async fn roles_can_be_captured_without_their_passwords() {
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         Haul::new().run(args)
     };
+    // Restores the roles (and the database, into a new one), then says
+    // whether the role has a password.
+    let restore_roles = |target: &'static str| {
+        Haul::new()
+            .run([
+                "restore",
+                "latest",
+                "--repo",
+                &repo,
+                "--db",
+                &format!("app={}", pg.url(&Pg::unique(target))),
+                "--db-globals",
+                &pg.url("postgres"),
+            ])
+            .ok();
+    };
+    let has_password = || async {
+        pg.client("postgres")
+            .await
+            .query_one(
+                "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .expect("the role is back")
+            .get::<_, bool>(0)
+    };
     backup(&["--no-role-passwords"]).ok();
     pg.admin(&[format!("DROP ROLE {role}")]).await;
-    Haul::new()
-        .run([
-            "restore",
-            "latest",
-            "--repo",
-            &repo,
-            "--db",
-            &format!("app={}", pg.url(&Pg::unique("nopw_target"))),
-            "--db-globals",
-            &pg.url("postgres"),
-        ])
-        .ok();
-    let row = pg
-        .client("postgres")
-        .await
-        .query_one(
-            "SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = $1",
-            &[&role],
-        )
-        .await
-        .expect("the role is back");
-    assert!(row.get::<_, bool>(0), "restored without a password");
+    restore_roles("nopw_target");
+    assert!(!has_password().await, "restored without a password");
     // Without the flag the hash is kept (the role exists: ALTER sets it).
     pg.admin(&[format!("ALTER ROLE {role} PASSWORD 'Secret-9a1b'")])
         .await;
     backup(&[]).ok();
     pg.admin(&[format!("ALTER ROLE {role} PASSWORD NULL")])
         .await;
-    Haul::new()
-        .run([
-            "restore",
-            "latest",
-            "--repo",
-            &repo,
-            "--db",
-            &format!("app={}", pg.url(&Pg::unique("nopw_target2"))),
-            "--db-globals",
-            &pg.url("postgres"),
-        ])
-        .ok();
-    let row = pg
-        .client("postgres")
-        .await
-        .query_one(
-            "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = $1",
-            &[&role],
-        )
-        .await
-        .expect("role");
-    assert!(row.get::<_, bool>(0), "the hash came back");
+    restore_roles("nopw_target2");
+    assert!(has_password().await, "the hash came back");
     pg.admin(&[format!("DROP ROLE {role}")]).await;
 }
 
@@ -1348,7 +1318,6 @@ async fn roles_can_be_captured_without_their_passwords() {
 /// sees a byte, as damaged data (exit 3); the target is not created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dump_that_is_not_the_archive_it_claims_is_refused() {
-    use haul_manifest::{RepoConfig, chunk};
     let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
     let repo = file_repo(dir.path());
@@ -1363,23 +1332,8 @@ async fn a_dump_that_is_not_the_archive_it_claims_is_refused() {
             &format!("app={}", pg.url(&db)),
         ])
         .ok();
-    let sql = b"-- plain SQL\nDROP TABLE client;\n".to_vec();
-    let enc = chunk::encode(&sql, RepoConfig::DEFAULT_ZSTD_LEVEL);
-    let hex = enc.id.to_hex();
-    let chunk_path = dir.path().join(format!("repo/chunks/{}/{hex}", &hex[..2]));
-    std::fs::create_dir_all(chunk_path.parent().unwrap()).unwrap();
-    std::fs::write(&chunk_path, enc.to_blob(&sql)).unwrap();
-    let root_path = std::fs::read_dir(dir.path().join("repo/snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("a snapshot root");
-    let mut root: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&root_path).unwrap()).unwrap();
-    root["databases"][0]["chunks"] = serde_json::json!([hex]);
-    root["databases"][0]["bytes"] = sql.len().into();
-    root["databases"][0]["hash"] = blake3::hash(&sql).to_hex().to_string().into();
-    std::fs::write(&root_path, serde_json::to_vec(&root).unwrap()).unwrap();
+    let sql = b"-- plain SQL\nDROP TABLE client;\n";
+    forge_record(dir.path(), sql, |root| &mut root["databases"][0]);
 
     let target = Pg::unique("notarchive_target");
     Haul::new()
@@ -1393,4 +1347,33 @@ async fn a_dump_that_is_not_the_archive_it_claims_is_refused() {
         ])
         .fails_with(3, "it is not a pg_dump archive");
     assert!(!pg.exists(&target).await, "nothing created");
+}
+
+/// Forges a record of the only snapshot of the `file://` repository in
+/// `dir/repo`: `plain` goes into a chunk of its own, and the record `pick`
+/// chooses in the root is pointed at it (chunks, bytes, hash), as whoever
+/// can write the backup bucket could.
+fn forge_record(
+    dir: &std::path::Path,
+    plain: &[u8],
+    pick: impl FnOnce(&mut serde_json::Value) -> &mut serde_json::Value,
+) {
+    use haul_manifest::{RepoConfig, chunk};
+    let enc = chunk::encode(plain, RepoConfig::DEFAULT_ZSTD_LEVEL);
+    let hex = enc.id.to_hex();
+    let chunk_path = dir.join(format!("repo/chunks/{}/{hex}", &hex[..2]));
+    std::fs::create_dir_all(chunk_path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&chunk_path, enc.to_blob(plain)).expect("write the chunk");
+    let root_path = std::fs::read_dir(dir.join("repo/snapshots"))
+        .expect("snapshots")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a snapshot root");
+    let mut root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&root_path).expect("read the root")).expect("json");
+    let record = pick(&mut root);
+    record["chunks"] = serde_json::json!([hex]);
+    record["bytes"] = plain.len().into();
+    record["hash"] = blake3::hash(plain).to_hex().to_string().into();
+    std::fs::write(&root_path, serde_json::to_vec(&root).expect("json")).expect("write the root");
 }
