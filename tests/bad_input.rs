@@ -379,3 +379,20 @@ fn a_plain_http_endpoint_off_this_machine_is_warned_about() {
     let near = run("http://127.0.0.1:9");
     assert!(!near.stderr.contains("plain http"), "{}", near.stderr);
 }
+
+/// No credentials at all: haul asks the instance metadata service (as the
+/// AWS tools do), which refuses here; the hint says that no credentials
+/// were found, not "access denied".
+#[test]
+fn no_credentials_at_all_is_said_so() {
+    let r = Haul::new()
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .run(["snapshots", "--repo", "s3://bucket/repo"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("no credentials were found for s3://bucket/repo"),
+        "{}",
+        r.stderr
+    );
+}

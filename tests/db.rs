@@ -1310,6 +1310,41 @@ async fn roles_can_be_captured_without_their_passwords() {
         .await;
     restore_roles("nopw_target2");
     assert!(has_password().await, "the hash came back");
+    // The config file's [cluster] no_role_passwords does what the flag does.
+    let cfg = dir.path().join("haul.toml");
+    std::fs::write(&cfg, "[cluster]\nno_role_passwords = true\n").unwrap();
+    Haul::new()
+        .env("HAUL_CONFIG", cfg.to_str().unwrap())
+        .run([
+            "backup",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("app={}", pg.url(&db)),
+            "--db-globals",
+            &pg.url("postgres"),
+        ])
+        .ok();
+    pg.admin(&[format!("ALTER ROLE {role} PASSWORD 'Other-77c'")])
+        .await;
+    let hash = || async {
+        pg.client("postgres")
+            .await
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+    };
+    let before = hash().await;
+    restore_roles("nopw_target3");
+    assert_eq!(
+        hash().await,
+        before,
+        "no hash in the snapshot: the live password is left as it is"
+    );
     pg.admin(&[format!("DROP ROLE {role}")]).await;
 }
 

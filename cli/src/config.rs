@@ -43,6 +43,9 @@ pub struct ClusterSection {
     #[serde(default)]
     pub databases: BTreeMap<String, String>,
     pub db_globals: Option<String>,
+    /// `--no-role-passwords`.
+    #[serde(default)]
+    pub no_role_passwords: bool,
     pub pause: Option<String>,
     pub context: Option<String>,
     pub namespace: Option<String>,

@@ -164,6 +164,13 @@ fn store_hint(e: &object_store::Error, url: &str) -> Option<String> {
              prefix without it"
         ));
     }
+    if has("169.254.169.254") {
+        return Some(format!(
+            "no credentials were found for {url}, and the instance metadata service refused \
+             (or is absent): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the \
+             store's settings in the config file"
+        ));
+    }
     if has("NoSuchBucket")
         || has("bucket does not exist")
         || has("The specified bucket does not exist")

@@ -60,7 +60,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 repo_url: &repo_url,
                 db: &db,
                 db_globals: db_globals.as_deref().or(file.db_globals.as_deref()),
-                role_passwords: !no_role_passwords,
+                role_passwords: !(no_role_passwords || file.no_role_passwords),
                 dry_run,
                 labels: &labels,
                 cluster: backup_cmd::ClusterChoice::merge(cluster, file)?,
