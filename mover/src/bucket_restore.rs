@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -349,7 +350,10 @@ impl<'a> Restore<'a> {
         let stats = Mutex::new(RestoreStats::default());
         let failures: Mutex<Vec<(String, MoverError)>> = Mutex::new(Vec::new());
         let extraneous: Mutex<Vec<Listed>> = Mutex::new(Vec::new());
-        // ETag of every object this run wrote → its key.
+        // Whether this run wrote anything, and the ETag → key of what it
+        // wrote under a key a store may normalise (only those can come back
+        // under another name): not one entry per object copied.
+        let wrote_any = AtomicBool::new(false);
         let written: Mutex<HashMap<String, String>> = Mutex::new(HashMap::new());
         let max_errors = engine.limits.max_object_errors;
         // One object not restored: counted, and the run goes on until too
@@ -409,7 +413,10 @@ impl<'a> Restore<'a> {
                     .await
                     {
                         Ok(put) => {
-                            if let Some(etag) = &put.e_tag {
+                            wrote_any.store(true, Ordering::Relaxed);
+                            if let Some(etag) = &put.e_tag
+                                && may_be_normalised(&entry.key)
+                            {
                                 written
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
@@ -459,7 +466,7 @@ impl<'a> Restore<'a> {
         let extraneous = extraneous.into_inner().unwrap_or_else(|p| p.into_inner());
         let written = written.into_inner().unwrap_or_else(|p| p.into_inner());
         let extraneous = self
-            .not_written_here(extraneous, &written, &mut failures)
+            .not_written_here(extraneous, wrote_any.into_inner(), &written, &mut failures)
             .await?;
         stats.objects_failed = failures.len() as u64;
 
@@ -502,14 +509,17 @@ impl<'a> Restore<'a> {
     /// store that normalises keys, such as Azurite turning `a\b` into `a/b`,
     /// stored a key haul wrote under this other name) or by someone else,
     /// and is never deleted. A normalised key is a failure of the key haul
-    /// wrote: the target cannot hold it as it is.
+    /// wrote: the target cannot hold it as it is (`written` holds the keys
+    /// a store may normalise, by the ETag their write returned). Nothing to
+    /// check when the run wrote nothing.
     async fn not_written_here(
         &self,
         extraneous: Vec<Listed>,
+        wrote_any: bool,
         written: &HashMap<String, String>,
         failures: &mut Vec<(String, MoverError)>,
     ) -> Result<Vec<String>> {
-        if written.is_empty() {
+        if !wrote_any {
             return Ok(extraneous.into_iter().map(|l| l.key).collect());
         }
         let now: Vec<(Listed, Option<String>)> = stream::iter(extraneous)
@@ -618,7 +628,6 @@ fn check_size(entry: &ObjectEntry, got: u64) -> Result<()> {
     Ok(())
 }
 
-/// Reads and hashes a target object (to compare content of unknown origin).
 /// Keys that some store keeps under another name: a backslash (Azure and
 /// Azurite turn it into `/`), empty, `.` or `..` segments, a leading or
 /// trailing `/`, control characters.
@@ -637,6 +646,7 @@ fn same_version(a: &Listed, b: &Listed) -> bool {
     a.size == b.size && a.etag == b.etag && a.modified == b.modified
 }
 
+/// Reads and hashes a target object (to compare content of unknown origin).
 async fn hash_object(repo: Repository, target: Location, key: String) -> Result<ChunkId> {
     let _r = repo.engine.request().await;
     let url = target.url.join(&key);
