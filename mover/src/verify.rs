@@ -39,7 +39,7 @@ impl VerifyReport {
 /// read (a missing or damaged one is reported already).
 fn check_size(
     sizes: &HashMap<ChunkId, u64>,
-    what: String,
+    what: impl FnOnce() -> String,
     recorded: u64,
     chunks: &[ChunkId],
     out: &mut Vec<String>,
@@ -49,7 +49,8 @@ fn check_size(
         && held != recorded
     {
         out.push(format!(
-            "{what}: recorded {recorded} bytes, its chunks hold {held}"
+            "{}: recorded {recorded} bytes, its chunks hold {held}",
+            what()
         ));
     }
 }
@@ -141,11 +142,11 @@ pub async fn verify(
         let out = &mut report.size_mismatches;
         for snap in snapshots {
             for d in &snap.databases {
-                let what = format!("snapshot {}: database {}", snap.id, d.name);
+                let what = || format!("snapshot {}: database {}", snap.id, d.name);
                 check_size(&sizes, what, d.bytes, &d.chunks, out);
             }
             if let Some(g) = &snap.globals {
-                let what = format!("snapshot {}: roles", snap.id);
+                let what = || format!("snapshot {}: roles", snap.id);
                 check_size(&sizes, what, g.bytes, &g.chunks, out);
             }
             let Some(bucket) = &snap.bucket else { continue };
@@ -159,7 +160,7 @@ pub async fn verify(
                     continue;
                 };
                 for e in &entries {
-                    let what = format!("snapshot {}: {}", snap.id, e.key);
+                    let what = || format!("snapshot {}: {}", snap.id, e.key);
                     check_size(&sizes, what, e.size, e.chunk_ids(), out);
                 }
             }
