@@ -20,7 +20,7 @@ use crate::dump::server_version;
 use crate::error::{PgError, Result};
 use crate::limits::DbLimits;
 use crate::process::Running;
-use crate::statements::{self, Statement};
+use crate::statements;
 use crate::stream;
 use crate::tools::{self, Tool};
 
@@ -175,7 +175,7 @@ impl GlobalsTarget {
         })?;
         let client = conn::connect(&self.conn, NAME).await?;
         let mut errors = Vec::new();
-        for Statement::Sql(s) in &statements {
+        for s in &statements {
             if let Err(e) = client.batch_execute(s).await {
                 errors.push(
                     e.as_db_error()

@@ -5,12 +5,6 @@
 //! meta-commands pg_dumpall writes, `\restrict` and `\unrestrict`, are
 //! dropped; any other one refuses the whole record before anything runs.
 
-/// What a roles record holds, in order.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Statement {
-    Sql(String),
-}
-
 /// Why a record is refused.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Refused {
@@ -21,14 +15,14 @@ pub(crate) struct Refused {
 
 /// Splits `sql` at the semicolons that end statements, outside quotes,
 /// quoted identifiers, dollar quotes and comments.
-pub(crate) fn split(sql: &str) -> Result<Vec<Statement>, Refused> {
+pub(crate) fn split(sql: &str) -> Result<Vec<String>, Refused> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut line = 1;
     let mut chars = sql.chars().peekable();
     let mut at_line_start = true;
     while let Some(c) = chars.next() {
-        if at_line_start && cur.trim().is_empty() && c == '\\' {
+        if c == '\\' && at_line_start && cur.trim().is_empty() {
             // A meta-command: the whole line.
             let mut cmd = String::from('\\');
             while let Some(&n) = chars.peek() {
@@ -114,7 +108,7 @@ pub(crate) fn split(sql: &str) -> Result<Vec<Statement>, Refused> {
             ';' => {
                 let s = cur.trim();
                 if !s.is_empty() {
-                    out.push(Statement::Sql(s.to_owned()));
+                    out.push(s.to_owned());
                 }
                 cur.clear();
             }
@@ -123,7 +117,7 @@ pub(crate) fn split(sql: &str) -> Result<Vec<Statement>, Refused> {
     }
     let s = cur.trim();
     if !s.is_empty() {
-        out.push(Statement::Sql(s.to_owned()));
+        out.push(s.to_owned());
     }
     Ok(out)
 }
@@ -132,8 +126,8 @@ pub(crate) fn split(sql: &str) -> Result<Vec<Statement>, Refused> {
 mod tests {
     use super::*;
 
-    fn sql(v: &[&str]) -> Vec<Statement> {
-        v.iter().map(|s| Statement::Sql((*s).to_owned())).collect()
+    fn sql(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
     }
 
     #[test]
