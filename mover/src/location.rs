@@ -490,18 +490,10 @@ impl StoreConfig {
                 .with_retry(retry());
         }
 
-        // A variable the section names must be set: unset, the client would
-        // fall back to other credentials (instance metadata) without a word.
         let from_named = |n: &Option<String>| -> Result<Option<String>> {
-            match n.as_deref() {
-                None => Ok(None),
-                Some(name) => self.var(name).map(Some).ok_or_else(|| MoverError::BadUrl {
-                    url: url.to_string(),
-                    reason: format!(
-                        "the config file's [[store]] section names {name}, which is not set"
-                    ),
-                }),
-            }
+            n.as_deref()
+                .map(|name| self.named_var(url, name))
+                .transpose()
         };
         let (key, secret, token) = if s.access_key_id_env.is_some() {
             (
@@ -577,6 +569,16 @@ impl StoreConfig {
         Ok(b.with_allow_http(allow_http).with_client_options(opts))
     }
 
+    /// A variable a `[[store]]` section names for a credential. Unset, it is
+    /// an error: the client would fall back to other credentials (instance
+    /// metadata) without a word.
+    fn named_var(&self, url: &StoreUrl, name: &str) -> Result<String> {
+        self.var(name).ok_or_else(|| MoverError::BadUrl {
+            url: url.to_string(),
+            reason: format!("the config file's [[store]] section names {name}, which is not set"),
+        })
+    }
+
     /// The environment's variables starting with `prefix` (`AZURE_`,
     /// `GOOGLE_`), as the cloud's own builder reads them.
     fn prefixed_vars(&self, prefix: &str) -> Vec<(String, String)> {
@@ -611,11 +613,7 @@ impl StoreConfig {
             b = b.with_account(a);
         }
         if let Some(name) = &s.access_key_env {
-            let key = self.var(name).ok_or_else(|| MoverError::BadUrl {
-                url: url.to_string(),
-                reason: format!("access_key_env names {name}, which is not set"),
-            })?;
-            b = b.with_access_key(key);
+            b = b.with_access_key(self.named_var(url, name)?);
         }
         if let Some(e) = s.use_emulator {
             b = b.with_use_emulator(e);
@@ -667,12 +665,12 @@ impl StoreConfig {
                 GoogleConfigKey::BaseUrl,
                 ep.trim_end_matches('/').to_owned(),
             );
-            let allow = s.allow_http.unwrap_or(ep.starts_with("http://"));
-            b = b.with_config(
-                GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
-                allow.to_string(),
-            );
-        } else if let Some(h) = s.allow_http {
+        }
+        // The section's allow_http, else the endpoint's scheme decides.
+        let allow = s
+            .allow_http
+            .or_else(|| s.endpoint.as_deref().map(|ep| ep.starts_with("http://")));
+        if let Some(h) = allow {
             b = b.with_config(
                 GoogleConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
                 h.to_string(),
