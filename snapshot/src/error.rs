@@ -99,6 +99,57 @@ pub struct ComponentOutcome {
     pub error: Option<String>,
 }
 
+impl ComponentOutcome {
+    /// A component that was done: what was done.
+    pub fn done(component: impl Into<String>, done: impl Into<String>) -> Self {
+        Self {
+            component: component.into(),
+            ok: true,
+            done: done.into(),
+            error: None,
+        }
+    }
+
+    /// A component that failed: why, and what was left.
+    pub fn failed(
+        component: impl Into<String>,
+        error: &dyn std::error::Error,
+        left: impl Into<String>,
+    ) -> Self {
+        Self {
+            component: component.into(),
+            ok: false,
+            done: left.into(),
+            error: Some(haul_mover::error_chain(error)),
+        }
+    }
+}
+
+impl SnapshotError {
+    /// The run's work was done (`component`: `done`), but resuming the
+    /// cluster failed (`resume`): both, the resume failure's exit code and
+    /// hint first.
+    pub(crate) fn done_but_not_resumed(
+        what: &'static str,
+        component: &str,
+        done: String,
+        resume: SnapshotError,
+    ) -> Self {
+        Self::Partial {
+            what,
+            outcomes: vec![
+                ComponentOutcome::done(component, done),
+                ComponentOutcome::failed(
+                    "cluster",
+                    &resume,
+                    "still paused: resume it by hand (see the hint), or `haul resume`",
+                ),
+            ],
+            source: Box::new(resume),
+        }
+    }
+}
+
 fn failed(outcomes: &[ComponentOutcome]) -> String {
     let (bad, good): (Vec<_>, Vec<_>) = outcomes.iter().partition(|o| !o.ok);
     let names = |v: &[&ComponentOutcome]| {

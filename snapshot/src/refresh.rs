@@ -38,7 +38,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cancel::Cancel;
-use crate::error::{ComponentOutcome, Result, SnapshotError};
+use crate::error::{Result, SnapshotError};
 use crate::events::{Event, Events};
 use crate::pause::{self, PauseCheck, PauseReport, PauseSpec, Processes, Runner};
 use crate::{failpoint, resume, runs, window};
@@ -478,31 +478,18 @@ impl<'a> RefreshJob<'a> {
         };
         if let Err(e) = resumed {
             // Refreshed, but left paused: say both, for --json too.
-            return Err(SnapshotError::Partial {
-                what: "refresh",
-                outcomes: vec![
-                    ComponentOutcome {
-                        component: "staging".into(),
-                        ok: true,
-                        done: format!(
-                            "refreshed from snapshot {}: {} objects copied, {} deleted, {} database(s) swapped",
-                            self.snapshot.id,
-                            live_stats.objects_copied + paused_stats.objects_copied,
-                            paused_stats.objects_deleted,
-                            self.sides.len()
-                        ),
-                        error: None,
-                    },
-                    ComponentOutcome {
-                        component: "cluster".into(),
-                        ok: false,
-                        done: "still paused: resume it by hand (see the hint), or `haul resume`"
-                            .into(),
-                        error: Some(haul_mover::error_chain(&e)),
-                    },
-                ],
-                source: Box::new(e),
-            });
+            return Err(SnapshotError::done_but_not_resumed(
+                "refresh",
+                "staging",
+                format!(
+                    "refreshed from snapshot {}: {} objects copied, {} deleted, {} database(s) swapped",
+                    self.snapshot.id,
+                    live_stats.objects_copied + paused_stats.objects_copied,
+                    paused_stats.objects_deleted,
+                    self.sides.len()
+                ),
+                e,
+            ));
         }
         phases.extend(paused_phases);
 

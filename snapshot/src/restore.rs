@@ -157,21 +157,15 @@ impl<'a> RestoreJob<'a> {
         let mut outcomes = Vec::new();
         let mut first = None;
         let mut fail = |component: String, e: SnapshotError, left: String| {
-            let out = ComponentOutcome {
-                component,
-                ok: false,
-                done: left,
-                error: Some(haul_mover::error_chain(&e)),
-            };
+            let out = ComponentOutcome::failed(component, &e, left);
             first.get_or_insert(e);
             out
         };
         if let Some(b) = &self.bucket {
             outcomes.push(match stats {
-                Ok(s) => ComponentOutcome {
-                    component: "bucket".into(),
-                    ok: true,
-                    done: format!(
+                Ok(s) => ComponentOutcome::done(
+                    "bucket",
+                    format!(
                         "{}: {} objects copied ({}), {} already in place, {} deleted",
                         b.url,
                         s.objects_copied,
@@ -179,8 +173,7 @@ impl<'a> RestoreJob<'a> {
                         s.objects_skipped,
                         s.objects_deleted
                     ),
-                    error: None,
-                },
+                ),
                 Err(e) => fail(
                     "bucket".into(),
                     e,
@@ -193,21 +186,16 @@ impl<'a> RestoreJob<'a> {
         }
         for (d, r) in self.databases.iter().zip(dbs) {
             let plan = &d.plan;
+            let component = format!("database {}", plan.name);
             outcomes.push(match r {
-                Ok(rep) => ComponentOutcome {
-                    component: format!("database {}", plan.name),
-                    ok: true,
-                    done: format!(
+                Ok(rep) => ComponentOutcome::done(
+                    component,
+                    format!(
                         "restored into {} ({} tables, {} rows)",
                         plan.url, rep.tables_checked, rep.rows
                     ),
-                    error: None,
-                },
-                Err(e) => fail(
-                    format!("database {}", plan.name),
-                    e,
-                    format!("{} left as it was", plan.url),
                 ),
+                Err(e) => fail(component, e, format!("{} left as it was", plan.url)),
             });
         }
         let source = first.expect("a component failed");

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::report::{BackupReport, BackupRequest};
 use super::stages::{self, Staged};
 use crate::cancel::Cancel;
-use crate::error::{ComponentOutcome, Result, SnapshotError};
+use crate::error::{Result, SnapshotError};
 use crate::events::{Event, EventSink, Events};
 use crate::pause::{self, ClusterControl, PauseReport, PauseSpec, Runner};
 use crate::predict::{self, Model, Next, Round};
@@ -248,24 +248,12 @@ pub(crate) async fn run(
             snapshot: r.snapshot,
         });
         // What was done beside what failed, for --json too.
-        return Err(SnapshotError::Partial {
-            what: "backup",
-            outcomes: vec![
-                ComponentOutcome {
-                    component: "snapshot".into(),
-                    ok: true,
-                    done: format!("committed as {}", r.snapshot),
-                    error: None,
-                },
-                ComponentOutcome {
-                    component: "cluster".into(),
-                    ok: false,
-                    done: "still paused: resume it by hand (see the hint), or `haul resume`".into(),
-                    error: Some(haul_mover::error_chain(&e)),
-                },
-            ],
-            source: Box::new(e),
-        });
+        return Err(SnapshotError::done_but_not_resumed(
+            "backup",
+            "snapshot",
+            format!("committed as {}", r.snapshot),
+            e,
+        ));
     }
     let mut report = committed?;
     report.change_bps = rounds
