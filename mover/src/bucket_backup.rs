@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use haul_manifest::diff::Joined;
 use haul_manifest::{BucketRecord, ChunkId, ObjectEntry, chunk, tree};
-use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use serde::Serialize;
 
 use crate::listing::{self, Listed, SplitHints};
@@ -254,13 +253,13 @@ async fn read_object(
             Err(ReadError::Changed) => {
                 // Overwritten since it was listed: read the new version.
                 let _r = repo.engine.request().await;
-                match source.store.head(&source.key_path(&listed.key)?).await {
+                match source.head_at(&source.addr(&listed.key)?).await {
                     Ok(m) => {
                         listed = Listed {
                             key: listed.key,
                             size: m.size,
-                            etag: m.e_tag,
-                            modified: m.last_modified,
+                            etag: m.etag,
+                            modified: m.modified,
                         }
                     }
                     Err(object_store::Error::NotFound { .. }) => {
@@ -352,27 +351,19 @@ async fn read_version(
     }
     let engine = &repo.engine;
     let _memory = engine.reserve_object(listed.size, chunk_size).await;
-    let path = source.key_path(&listed.key)?;
+    let addr = source.addr(&listed.key)?;
     let level = repo.config.zstd_level;
 
     let parts: Vec<(ChunkId, Option<[u8; 32]>, u64)> = stream::iter(0..n)
         .map(|i| {
-            let path = &path;
+            let addr = &addr;
             async move {
                 let start = i * chunk_size;
                 let end = (start + chunk_size).min(listed.size);
-                let mut opts = GetOptions::default();
-                if n > 1 {
-                    opts = opts.with_range(Some(GetRange::Bounded(start..end)));
-                }
-                opts = opts.with_if_match(listed.etag.clone());
+                let range = (n > 1).then_some(start..end);
                 let data: Bytes = {
                     let _r = engine.request().await;
-                    let got = match source.store.get_opts(path, opts).await {
-                        Ok(r) => r.bytes().await,
-                        Err(e) => Err(e),
-                    };
-                    match got {
+                    match source.get_at(addr, range, listed.etag.clone()).await {
                         Ok(b) => b,
                         Err(object_store::Error::NotFound { .. }) => return Err(ReadError::Gone),
                         Err(object_store::Error::Precondition { .. }) => {

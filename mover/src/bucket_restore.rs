@@ -33,6 +33,7 @@ use object_store::{ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
 use crate::listing::{self, Listed, SplitHints};
+use crate::location::Addr;
 use crate::multipart::MultipartGuard;
 use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
@@ -422,7 +423,7 @@ impl<'a> Restore<'a> {
                                     .unwrap_or_else(|p| p.into_inner())
                                     .insert(etag.clone(), entry.key.clone());
                             }
-                            if let Err(e) = self.stored_as_named(&entry.key).await {
+                            if let Err(e) = self.stored_as_named(&entry.key, entry.size).await {
                                 fail(&entry.key, e)?;
                                 return Ok(None);
                             }
@@ -488,19 +489,27 @@ impl<'a> Restore<'a> {
     /// it is written (a HEAD would not tell: Azurite normalises the name it
     /// is asked for too). A target that normalised it fails the key, by
     /// name, instead of holding it silently under another.
-    async fn stored_as_named(&self, key: &str) -> Result<()> {
+    /// The listed size must be the size written: SeaweedFS turns `dir/`
+    /// into a directory and lists it empty.
+    async fn stored_as_named(&self, key: &str, size: u64) -> Result<()> {
         if !may_be_normalised(key) {
             return Ok(());
         }
         let _r = self.repo.engine.request().await;
-        if listing::lists_as_named(&self.target, key).await? {
-            return Ok(());
-        }
-        Err(MoverError::Object {
-            key: key.to_owned(),
-            reason: "written, but the target does not list it under this name: it normalises \
+        let reason = match listing::listed_as_named(&self.target, key).await? {
+            Some(l) if l.size == size => return Ok(()),
+            Some(l) => format!(
+                "written ({size} bytes), but the target lists it with {} bytes: it does not hold \
+                 keys like this one as objects",
+                l.size
+            ),
+            None => "written, but the target does not list it under this name: it normalises \
                      keys like this one"
                 .into(),
+        };
+        Err(MoverError::Object {
+            key: key.to_owned(),
+            reason,
         })
     }
 
@@ -525,9 +534,9 @@ impl<'a> Restore<'a> {
         let now: Vec<(Listed, Option<String>)> = stream::iter(extraneous)
             .map(|l| async move {
                 let _r = self.repo.engine.request().await;
-                let path = self.target.key_path(&l.key)?;
-                match self.target.store.head(&path).await {
-                    Ok(m) => Ok((l, m.e_tag)),
+                let addr = self.target.addr(&l.key)?;
+                match self.target.head_at(&addr).await {
+                    Ok(m) => Ok((l, m.etag)),
                     Err(object_store::Error::NotFound { .. }) => Ok((l, None)),
                     Err(e) => Err(MoverError::store(
                         "check an extraneous object of",
@@ -580,25 +589,27 @@ impl<'a> Restore<'a> {
             self.target.check_no_link(k)?;
         }
         let n = keys.len() as u64;
-        let paths: Vec<_> = keys
-            .iter()
-            .map(|k| {
-                self.target
-                    .key_path(k)
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "target",
-                        source: Box::new(e),
-                    })
-            })
-            .collect();
-        let paths = stream::iter(paths).boxed();
+        let mut paths = Vec::new();
+        let mut others = Vec::new();
+        for k in keys {
+            match self.target.addr(k)? {
+                Addr::Path(p) => paths.push(Ok(p)),
+                a => others.push((k, a)),
+            }
+        }
         let url = self.target.url.to_string();
         self.target
             .store
-            .delete_stream(paths)
+            .delete_stream(stream::iter(paths).boxed())
             .try_for_each(|_| futures::future::ready(Ok(())))
             .await
-            .map_err(|e| MoverError::store("delete extraneous objects from", url, e))?;
+            .map_err(|e| MoverError::store("delete extraneous objects from", &url, e))?;
+        for (k, a) in others {
+            self.target
+                .delete_at(&a)
+                .await
+                .map_err(|e| MoverError::store("delete", self.target.url.join(k), e))?;
+        }
         Ok(n)
     }
 
@@ -641,6 +652,34 @@ fn may_be_normalised(key: &str) -> bool {
             .any(|seg| seg.is_empty() || seg == "." || seg == "..")
 }
 
+/// A failed write. A store that refuses one of the keys some stores cannot
+/// hold (SeaweedFS refuses `c/./d` with 400) fails that object, by name,
+/// and the restore goes on; any other failure (credentials, a missing
+/// bucket, an unreachable store) stops it as before.
+fn write_error(
+    key: &str,
+    op: &'static str,
+    url: &crate::StoreUrl,
+    e: object_store::Error,
+) -> MoverError {
+    let systemic = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotFound { .. }
+    );
+    if may_be_normalised(key) && !systemic {
+        return MoverError::Object {
+            key: key.to_owned(),
+            reason: format!(
+                "the target refused this key ({}): it cannot hold keys like this one",
+                crate::error_chain(&e)
+            ),
+        };
+    }
+    MoverError::store(op, url, e)
+}
+
 /// The same version of an object: same size, ETag and modification time.
 fn same_version(a: &Listed, b: &Listed) -> bool {
     a.size == b.size && a.etag == b.etag && a.modified == b.modified
@@ -650,15 +689,30 @@ fn same_version(a: &Listed, b: &Listed) -> bool {
 async fn hash_object(repo: Repository, target: Location, key: String) -> Result<ChunkId> {
     let _r = repo.engine.request().await;
     let url = target.url.join(&key);
-    let mut body = target
-        .store
-        .get(&target.key_path(&key)?)
-        .await
-        .map_err(|e| MoverError::store("read", &url, e))?
-        .into_stream();
+    let fail = |e| MoverError::store("read", &url, e);
     let mut h = blake3::Hasher::new();
-    while let Some(piece) = body.next().await {
-        h.update(&piece.map_err(|e| MoverError::store("read", &url, e))?);
+    match target.addr(&key)? {
+        Addr::Path(p) => {
+            let mut body = target.store.get(&p).await.map_err(fail)?.into_stream();
+            while let Some(piece) = body.next().await {
+                h.update(&piece.map_err(fail)?);
+            }
+        }
+        // Through the SDK, in ranges: never the whole object in memory.
+        a => {
+            const PIECE: u64 = 8 << 20;
+            let head = target.head_at(&a).await.map_err(fail)?;
+            let mut at = 0;
+            while at < head.size {
+                let end = (at + PIECE).min(head.size);
+                let piece = target
+                    .get_at(&a, Some(at..end), head.etag.clone())
+                    .await
+                    .map_err(fail)?;
+                h.update(&piece);
+                at = end;
+            }
+        }
     }
     Ok(ChunkId::from(h.finalize()))
 }
@@ -670,7 +724,7 @@ async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> 
     target.check_no_link(&entry.key)?;
     let entry = &entry;
     let engine = &repo.engine;
-    let path = target.key_path(&entry.key)?;
+    let addr = target.addr(&entry.key)?;
     let url = target.url.join(&entry.key);
     let ids = entry.chunk_ids().to_vec();
     let chunk_size = repo.config.object_chunk_size;
@@ -687,10 +741,9 @@ async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> 
         check_size(entry, parts.iter().map(|b| b.len() as u64).sum())?;
         let _r = engine.request().await;
         return target
-            .store
-            .put(&path, PutPayload::from_iter(parts))
+            .put_at(&addr, PutPayload::from_iter(parts))
             .await
-            .map_err(|e| MoverError::store("write", &url, e));
+            .map_err(|e| write_error(&entry.key, "write", &url, e));
     }
 
     // From here on the guard aborts the upload on any way out but `complete`:
@@ -699,10 +752,9 @@ async fn copy_object(repo: Repository, target: Location, entry: ObjectEntry) -> 
     let mut upload = {
         let _r = engine.request().await;
         let started = target
-            .store
-            .put_multipart(&path)
+            .put_multipart_at(&addr)
             .await
-            .map_err(|e| MoverError::store("start an upload of", &url, e))?;
+            .map_err(|e| write_error(&entry.key, "start an upload of", &url, e))?;
         MultipartGuard::new(started, &url)
     };
     let sent = async {

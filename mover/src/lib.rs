@@ -13,6 +13,7 @@
 //!   repo            the repository: chunks (written once), segments, snapshots, runs
 //!   bucket_backup   source listing × parent manifest ─▶ read only what changed ─▶ chunks + segments
 //!   bucket_restore  snapshot × target listing ─▶ plan ─▶ copy only missing/different (verified)
+//!   s3sdk           S3 through the AWS SDK: listings with every key as stored; keys object_store cannot name
 //!   multipart       a multipart upload that is aborted on every way out but `complete`
 //!   verify          every referenced chunk exists / reads back with the right hash
 //!   faults          test support: a store wrapper that fails, cuts short or stalls chosen requests
@@ -33,6 +34,7 @@ pub mod location;
 pub mod merge;
 pub mod multipart;
 mod repo;
+mod s3sdk;
 pub mod verify;
 
 pub use engine::{Engine, Progress};

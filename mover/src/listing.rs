@@ -25,10 +25,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use haul_manifest::diff::key_order;
-use object_store::ObjectMeta;
 use object_store::path::Path;
 
 use crate::location::{Location, Scheme};
+use crate::s3sdk::{Failed, SdkS3};
 use crate::{MoverError, Result};
 
 mod lanes;
@@ -52,16 +52,11 @@ impl haul_manifest::diff::Keyed for Listed {
 
 /// Lists everything under `loc` in path order, in one lane.
 pub fn sorted(loc: &Location) -> BoxStream<'static, Result<Listed>> {
-    let raw: BoxStream<'static, Result<ObjectMeta>> = match loc.url.scheme {
+    let raw: BoxStream<'static, Result<Listed>> = match loc.url.scheme {
         Scheme::File => walk_sorted(loc.clone()),
-        _ => {
-            let url = loc.url.to_string();
-            resumable(loc, loc.prefix.clone(), None)
-                .map_err(move |e| MoverError::store("list", &url, e))
-                .boxed()
-        }
+        _ => resumable(loc, "", None),
     };
-    in_path_order(loc, lanes::prefetch(raw, PREFETCH))
+    to_path_order(lanes::prefetch(raw, PREFETCH), loc.url.to_string())
 }
 
 /// Lists everything under `loc` in path order, in up to `lanes` ranges
@@ -89,9 +84,10 @@ fn in_lanes_from(
     let (loc, url) = (loc.clone(), loc.url.to_string());
     let listed = stream::once(async move {
         let parts = lanes::plan(&loc, &hints, first_page).await?;
+        let url = loc.url.to_string();
         let pieces = parts
             .into_iter()
-            .map(move |p| in_path_order(&loc, lanes::objects(&loc, p)));
+            .map(move |p| to_path_order(lanes::objects(&loc, p), url.clone()));
         Ok::<_, MoverError>(lanes::in_order(pieces, lanes))
     })
     .try_flatten()
@@ -116,87 +112,169 @@ fn broke_off(e: &object_store::Error) -> bool {
         && crate::error_chain(e).contains("list response")
 }
 
-/// `prefix`'s listing (after `offset`), resumed after the last key it gave
-/// when a page breaks off ([`broke_off`]): a cut listing costs a request,
-/// never the run. The store's order carries over: a listing resumed after
-/// its last key goes on where it was, in byte or path order alike.
+/// What a listing asks: an S3 bucket through the AWS SDK (every key as
+/// stored, see `s3sdk`), any other store through object_store.
+enum Pager {
+    Store {
+        loc: Location,
+        prefix: Path,
+    },
+    Sdk {
+        sdk: std::sync::Arc<SdkS3>,
+        /// The whole key prefix listed: the location's and `dir`'s, with `/`.
+        prefix: String,
+        /// The location's own prefix, with `/`: cut from every listed key.
+        root: String,
+    },
+}
+
+impl Pager {
+    fn new(loc: &Location, dir: &str) -> Result<Self> {
+        Ok(match &loc.sdk {
+            Some(sdk) => {
+                let root = match loc.prefix.as_ref() {
+                    "" => String::new(),
+                    p => format!("{p}/"),
+                };
+                let prefix = match dir {
+                    "" => root.clone(),
+                    d => format!("{root}{d}/"),
+                };
+                Pager::Sdk {
+                    sdk: sdk.clone(),
+                    prefix,
+                    root,
+                }
+            }
+            None => Pager::Store {
+                prefix: match dir {
+                    "" => loc.prefix.clone(),
+                    d => loc.key_path(d)?,
+                },
+                loc: loc.clone(),
+            },
+        })
+    }
+
+    /// The listing from the start, or after the key `after` (relative to
+    /// the location).
+    fn page(&self, after: Option<&str>) -> Result<BoxStream<'static, Result<Listed, Failed>>> {
+        Ok(match self {
+            Pager::Store { loc, prefix } => {
+                let raw = match after {
+                    None => loc.store.list(Some(prefix)),
+                    Some(a) => loc.store.list_with_offset(Some(prefix), &loc.key_path(a)?),
+                };
+                let base = loc.clone();
+                raw.map(move |r| match r {
+                    Ok(m) => Ok(Listed {
+                        key: base.relative(&m.location),
+                        size: m.size,
+                        etag: m.e_tag,
+                        modified: m.last_modified,
+                    }),
+                    Err(e) => Err(Failed {
+                        transient: broke_off(&e),
+                        error: e,
+                    }),
+                })
+                .boxed()
+            }
+            Pager::Sdk { sdk, prefix, root } => {
+                let root = root.clone();
+                sdk.list(prefix.clone(), after.map(|a| format!("{root}{a}")))
+                    .map(move |r| {
+                        r.map(|o| Listed {
+                            key: o
+                                .key
+                                .strip_prefix(root.as_str())
+                                .unwrap_or(&o.key)
+                                .to_owned(),
+                            size: o.size,
+                            etag: o.etag,
+                            modified: o.modified,
+                        })
+                    })
+                    .boxed()
+            }
+        })
+    }
+}
+
+/// The listing of the directory `dir` of `loc` (`""`: all of it), after
+/// the key `after` when given, resumed after the last key it gave when a
+/// page breaks off or the store stops answering: a cut listing costs a
+/// request, never the run. The store's order carries over: a listing
+/// resumed after its last key goes on where it was, in byte or path order
+/// alike.
 pub(crate) fn resumable(
     loc: &Location,
-    prefix: Path,
-    offset: Option<Path>,
-) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    dir: &str,
+    after: Option<String>,
+) -> BoxStream<'static, Result<Listed>> {
     struct State {
-        store: std::sync::Arc<dyn object_store::ObjectStore>,
-        prefix: Path,
-        last: Option<Path>,
-        page: Option<BoxStream<'static, object_store::Result<ObjectMeta>>>,
+        pager: Pager,
+        last: Option<String>,
+        page: Option<BoxStream<'static, Result<Listed, Failed>>>,
         failures: u32,
         done: bool,
         url: String,
     }
+    let url = loc.url.to_string();
+    let pager = match Pager::new(loc, dir) {
+        Ok(p) => p,
+        Err(e) => return stream::once(futures::future::ready(Err(e))).boxed(),
+    };
     let st = State {
-        store: loc.store.clone(),
-        prefix,
-        last: offset,
+        pager,
+        last: after,
         page: None,
         failures: 0,
         done: false,
-        url: loc.url.to_string(),
+        url,
     };
     stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
         }
         loop {
-            let page = st.page.get_or_insert_with(|| match &st.last {
-                None => st.store.list(Some(&st.prefix)),
-                Some(o) => st.store.list_with_offset(Some(&st.prefix), o),
-            });
+            let page = match &mut st.page {
+                Some(p) => p,
+                None => match st.pager.page(st.last.as_deref()) {
+                    Ok(p) => st.page.insert(p),
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                },
+            };
             match page.next().await {
                 None => return None,
-                Some(Ok(m)) => {
-                    st.last = Some(m.location.clone());
+                Some(Ok(l)) => {
+                    st.last = Some(l.key.clone());
                     st.failures = 0;
-                    return Some((Ok(m), st));
+                    return Some((Ok(l), st));
                 }
-                Some(Err(e)) if broke_off(&e) && st.failures < LIST_RESUMES => {
+                Some(Err(f)) if f.transient && st.failures < LIST_RESUMES => {
                     let wait = RESUME_WAIT * 2u32.pow(st.failures);
                     st.failures += 1;
                     tracing::warn!(
                         "listing {} broke off ({}); resuming after {} in {wait:?}",
                         st.url,
-                        crate::error_chain(&e),
-                        st.last.as_ref().map_or("the start", |p| p.as_ref())
+                        crate::error_chain(&f.error),
+                        st.last.as_deref().unwrap_or("the start")
                     );
                     st.page = None;
                     tokio::time::sleep(wait).await;
                 }
-                Some(Err(e)) => {
+                Some(Err(f)) => {
                     st.done = true;
-                    return Some((Err(e), st));
+                    return Some((Err(MoverError::store("list", &st.url, f.error)), st));
                 }
             }
         }
     })
     .boxed()
-}
-
-/// A store's listing of `loc` (byte or path order) as [`Listed`] objects in
-/// path order.
-fn in_path_order(
-    loc: &Location,
-    raw: BoxStream<'static, Result<ObjectMeta>>,
-) -> BoxStream<'static, Result<Listed>> {
-    let base = loc.clone();
-    let listed = raw
-        .map_ok(move |m| Listed {
-            key: base.relative(&m.location),
-            size: m.size,
-            etag: m.e_tag,
-            modified: m.last_modified,
-        })
-        .boxed();
-    to_path_order(listed, loc.url.to_string())
 }
 
 /// Fails the listing at the first key that does not come strictly after the
@@ -324,7 +402,7 @@ fn to_path_order(
 /// listing hides names like `report#2`, taking them for its temporary
 /// files). A name haul cannot carry (not UTF-8, or not a valid key) fails
 /// the listing, naming it; nothing is skipped silently.
-fn walk_sorted(loc: Location) -> BoxStream<'static, Result<ObjectMeta>> {
+fn walk_sorted(loc: Location) -> BoxStream<'static, Result<Listed>> {
     let start = vec![Walked::Dir(loc.prefix.clone())];
     stream::try_unfold((loc, start), |(loc, mut stack)| async move {
         while let Some(item) = stack.pop() {
@@ -351,7 +429,7 @@ fn walk_sorted(loc: Location) -> BoxStream<'static, Result<ObjectMeta>> {
 /// An entry of a local directory being walked.
 enum Walked {
     Dir(Path),
-    Obj(ObjectMeta),
+    Obj(Listed),
 }
 
 /// One directory's entries, each with the key it sorts by (`dir/` for a
@@ -420,13 +498,12 @@ fn read_dir(root: &std::path::Path, dir: &Path, url: &str) -> Result<Vec<(String
                 .modified()
                 .map_err(io(format!("cannot read {}", entry.path().display())))?;
             out.push((
-                key,
-                Walked::Obj(ObjectMeta {
-                    location,
-                    last_modified: modified.into(),
+                key.clone(),
+                Walked::Obj(Listed {
+                    key,
+                    modified: modified.into(),
                     size: md.len(),
-                    e_tag: Some(local_etag(&md, modified)),
-                    version: None,
+                    etag: Some(local_etag(&md, modified)),
                 }),
             ));
         } else {
@@ -450,10 +527,9 @@ fn local_etag(md: &std::fs::Metadata, modified: std::time::SystemTime) -> String
 /// Fails with a clear error if the location cannot be listed (missing bucket,
 /// wrong credentials, unreachable endpoint), before any work starts.
 pub async fn probe(loc: &Location) -> Result<()> {
-    let mut s = resumable(loc, loc.prefix.clone(), None);
-    match s.next().await {
+    match resumable(loc, "", None).next().await {
         None | Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(MoverError::store("list", &loc.url, e)),
+        Some(Err(e)) => Err(e),
     }
 }
 
@@ -462,40 +538,86 @@ pub async fn probe(loc: &Location) -> Result<()> {
 /// For keys a store may not hold or address as named: a HEAD or GET would
 /// not tell, since it is subject to the same translation as the write.
 pub(crate) async fn lists_as_named(loc: &Location, key: &str) -> Result<bool> {
+    Ok(listed_as_named(loc, key).await?.is_some())
+}
+
+/// [`lists_as_named`], with what the listing says of the key.
+pub(crate) async fn listed_as_named(loc: &Location, key: &str) -> Result<Option<Listed>> {
     /// Keys listed after the key's near predecessor while looking for it.
     const NEAR_KEYS: usize = 1000;
-    let path = loc.key_path(key)?;
-    // Taken verbatim (`Path::from` would escape what `key` holds, moving the
-    // offset past it); shortened until it is a valid path.
-    let mut before = path.as_ref().to_owned();
-    let offset = loop {
+    // S3: the keys under the longest prefix of it that every store takes
+    // as given (SeaweedFS answers a listing from `a//` with an `a//b` it
+    // does not hold), until it is found or the listing is past it.
+    if let Some(sdk) = &loc.sdk {
+        const SCAN_KEYS: usize = 10_000;
+        let full = loc.full_key(key);
+        let root_len = full.len() - key.len();
+        let prefix = full[..root_len + plain_prefix(key).len()].to_owned();
+        let mut listed = sdk.list(prefix, None).take(SCAN_KEYS);
+        while let Some(o) = listed.next().await {
+            let o = o.map_err(|f| MoverError::store("list", loc.url.join(key), f.error))?;
+            if o.key == full {
+                return Ok(Some(Listed {
+                    key: key.to_owned(),
+                    size: o.size,
+                    etag: o.etag,
+                    modified: o.modified,
+                }));
+            }
+            if o.key.as_bytes() > full.as_bytes() && key_order(&o.key, &full).is_gt() {
+                break;
+            }
+        }
+        return Ok(None);
+    }
+    // Elsewhere from just before it: the key shortened by a character until
+    // it is a valid path.
+    let mut before = key.to_owned();
+    let after = loop {
         if before.pop().is_none() {
             break None;
         }
-        if let Ok(p) = Path::parse(&before) {
-            break Some(p);
+        if loc.key_path(&before).is_ok() {
+            break Some(before);
         }
     };
-    let listing = match &offset {
-        Some(o) => loc.store.list_with_offset(Some(&loc.prefix), o),
-        None => loc.store.list(Some(&loc.prefix)),
-    };
-    let listed: Vec<ObjectMeta> = listing
+    let listed: Vec<Listed> = resumable(loc, "", after)
         .take(NEAR_KEYS)
         .try_collect()
-        .await
-        .map_err(|e| MoverError::store("list", loc.url.join(key), e))?;
-    Ok(listed.iter().any(|m| m.location == path))
+        .await?;
+    Ok(listed.into_iter().find(|l| l.key == key))
+}
+
+/// The start of `key` before anything a store may take for something
+/// else: an empty, `.` or `..` segment (cut where the segment starts), a
+/// backslash or a control character.
+fn plain_prefix(key: &str) -> &str {
+    let mut seg_start = 0;
+    for (i, c) in key.char_indices() {
+        if c == '\\' || c.is_control() {
+            return &key[..i];
+        }
+        if c == '/' {
+            let seg = &key[seg_start..i];
+            if seg.is_empty() || seg == "." || seg == ".." {
+                return &key[..seg_start];
+            }
+            seg_start = i + 1;
+        }
+    }
+    match &key[seg_start..] {
+        "" | "." | ".." => &key[..seg_start],
+        _ => key,
+    }
 }
 
 /// Is there anything under `loc`? Returns the first key found.
 pub async fn first_key(loc: &Location) -> Result<Option<String>> {
-    let mut s = resumable(loc, loc.prefix.clone(), None);
-    match s.next().await {
-        None => Ok(None),
-        Some(Ok(m)) => Ok(Some(loc.relative(&m.location))),
-        Some(Err(e)) => Err(MoverError::store("list", &loc.url, e)),
-    }
+    resumable(loc, "", None)
+        .next()
+        .await
+        .transpose()
+        .map(|l| l.map(|l| l.key))
 }
 
 #[cfg(test)]
@@ -561,6 +683,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_plain_prefix_stops_before_what_a_store_may_rewrite() {
+        for (key, want) in [
+            ("a//b", "a/"),
+            ("c/./d", "c/"),
+            ("e/../f", "e/"),
+            ("dir/", "dir/"),
+            ("/lead", ""),
+            ("odd\u{1}key", "odd"),
+            ("back\\slash", "back"),
+            ("x/..", "x/"),
+            ("plain/key", "plain/key"),
+            (".", ""),
+        ] {
+            assert_eq!(plain_prefix(key), want, "{key:?}");
+        }
+    }
+
     #[tokio::test]
     async fn local_walk_is_in_path_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -584,14 +724,15 @@ mod tests {
         assert_eq!(got, want);
         // The same ETags as object_store's listing, where it lists a file.
         let ours: Vec<_> = walk_sorted(loc.clone()).try_collect().await.unwrap();
-        let theirs: Vec<ObjectMeta> = loc.store.list(None).try_collect().await.unwrap();
+        let theirs: Vec<object_store::ObjectMeta> =
+            loc.store.list(None).try_collect().await.unwrap();
         for m in &theirs {
             let o = ours
                 .iter()
-                .find(|o| o.location == m.location)
+                .find(|o| o.key == m.location.as_ref())
                 .expect("listed");
             assert_eq!(
-                (&o.e_tag, o.size, o.last_modified),
+                (&o.etag, o.size, o.modified),
                 (&m.e_tag, m.size, m.last_modified)
             );
         }
@@ -705,10 +846,10 @@ mod tests {
             &self,
             prefix: Option<&Path>,
             keep: impl Fn(&str) -> bool + Send + 'static,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
             let all = self.0.list(prefix);
             stream::once(async move {
-                let mut v: Vec<ObjectMeta> = all.try_collect().await?;
+                let mut v: Vec<object_store::ObjectMeta> = all.try_collect().await?;
                 v.retain(|m| keep(m.location.as_ref()));
                 v.sort_by(|a, b| key_order(a.location.as_ref(), b.location.as_ref()));
                 Ok::<_, object_store::Error>(stream::iter(v.into_iter().map(Ok)))
@@ -751,14 +892,14 @@ mod tests {
         fn list(
             &self,
             prefix: Option<&Path>,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
             self.listing(prefix, |_| true)
         }
         fn list_with_offset(
             &self,
             prefix: Option<&Path>,
             offset: &Path,
-        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
             let offset = offset.as_ref().to_owned();
             self.listing(prefix, move |k| {
                 key_order(k, &offset).is_gt() && !k.starts_with(&format!("{offset}/"))

@@ -21,9 +21,10 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{Certificate, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{Certificate, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use serde::Deserialize;
 
+use crate::s3sdk::{SdkS3, SdkSettings};
 use crate::{MoverError, Result};
 
 /// The kinds of store haul speaks to.
@@ -450,10 +451,17 @@ impl StoreConfig {
                     .with_automatic_cleanup(true);
                 (Arc::new(fs), Path::default())
             }
-            Scheme::S3 => (
-                Arc::new(self.s3_builder(url)?.build().map_err(fail)?),
-                prefix_path(url)?,
-            ),
+            Scheme::S3 => {
+                let b = self.s3_builder(url)?;
+                let s3 = b.clone().build().map_err(fail)?;
+                let sdk = self.sdk_s3(url, &b, &s3)?;
+                return Ok(Location {
+                    url: url.clone(),
+                    store: Arc::new(s3),
+                    prefix: prefix_path(url)?,
+                    sdk: Some(Arc::new(sdk)),
+                });
+            }
             Scheme::Gcs => (
                 Arc::new(self.gcs_builder(url)?.build().map_err(fail)?),
                 prefix_path(url)?,
@@ -467,6 +475,43 @@ impl StoreConfig {
             url: url.clone(),
             store,
             prefix,
+            sdk: None,
+        })
+    }
+
+    /// The AWS SDK client beside object_store's for an S3 location (see
+    /// `s3sdk`): same endpoint, region, addressing style, CA bundle and
+    /// credentials.
+    fn sdk_s3(
+        &self,
+        url: &StoreUrl,
+        b: &AmazonS3Builder,
+        s3: &object_store::aws::AmazonS3,
+    ) -> Result<SdkS3> {
+        use object_store::aws::AmazonS3ConfigKey as K;
+        let ca_bundle = match self.var("AWS_CA_BUNDLE") {
+            Some(path) => Some(std::fs::read(&path).map_err(|source| MoverError::Io {
+                what: format!("cannot read AWS_CA_BUNDLE {path}"),
+                source,
+            })?),
+            None => None,
+        };
+        let settings = SdkSettings {
+            bucket: url.bucket.clone(),
+            region: b
+                .get_config_value(&K::Region)
+                .unwrap_or_else(|| "us-east-1".into()),
+            endpoint: b.get_config_value(&K::Endpoint),
+            virtual_hosted: b
+                .get_config_value(&K::VirtualHostedStyleRequest)
+                .is_some_and(|v| v == "true"),
+            ca_bundle,
+            request_timeout: REQUEST_TIMEOUT,
+            stall_timeout: STALL_TIMEOUT,
+        };
+        SdkS3::new(settings, s3.credentials().clone()).map_err(|e| MoverError::Config {
+            path: url.to_string(),
+            reason: format!("cannot set up the S3 client: {e}"),
         })
     }
 
@@ -822,12 +867,31 @@ fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
         .clone()
 }
 
+/// How one object key is reached (see [`Location::addr`]).
+#[derive(Debug, Clone)]
+pub(crate) enum Addr {
+    Path(Path),
+    /// S3, a key no `Path` can carry: its whole key in the bucket.
+    Sdk(Arc<SdkS3>, String),
+}
+
+/// What a HEAD request tells of an object.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// An opened store and the prefix haul works under.
 #[derive(Clone)]
 pub struct Location {
     pub url: StoreUrl,
     pub store: Arc<dyn ObjectStore>,
     pub prefix: Path,
+    /// S3 only: the AWS SDK beside `store`, for listings and for the keys
+    /// `store` cannot name (see `s3sdk`).
+    pub(crate) sdk: Option<Arc<SdkS3>>,
 }
 
 impl fmt::Debug for Location {
@@ -842,23 +906,119 @@ impl Location {
     /// in messages and overlap checks, and its scheme says how it is listed:
     /// a `file://` location is walked on disk, not listed through `store`.
     pub fn from_store(url: StoreUrl, store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
-        Self { url, store, prefix }
+        Self {
+            url,
+            store,
+            prefix,
+            sdk: None,
+        }
     }
 
     /// The store path of an object key relative to this location, taken
     /// verbatim: `Path::from` would percent-encode non-ASCII and some
-    /// punctuation, silently addressing another object. Keys with empty,
-    /// `.` or `..` segments or control characters cannot be addressed.
+    /// punctuation, silently addressing another object, and `Path::parse`
+    /// drops a leading or trailing `/`. Keys with empty, `.` or `..`
+    /// segments, control characters or an outer `/` cannot be addressed
+    /// (see [`Location::addr`] for S3, which can).
     pub fn key_path(&self, key: &str) -> Result<Path> {
-        let full = if self.prefix.as_ref().is_empty() {
+        let full = self.full_key(key);
+        let unaddressable = |reason: String| MoverError::Object {
+            key: key.to_owned(),
+            reason: format!("this key cannot be addressed through object_store paths: {reason}"),
+        };
+        let p = Path::parse(&full).map_err(|e| unaddressable(e.to_string()))?;
+        if p.as_ref() != full {
+            return Err(unaddressable("it starts or ends with `/`".into()));
+        }
+        Ok(p)
+    }
+
+    /// `key` as the store names it: under the location's prefix.
+    pub(crate) fn full_key(&self, key: &str) -> String {
+        if self.prefix.as_ref().is_empty() {
             key.to_owned()
         } else {
             format!("{}/{key}", self.prefix)
-        };
-        Path::parse(&full).map_err(|e| MoverError::Object {
-            key: key.to_owned(),
-            reason: format!("this key cannot be addressed through object_store paths: {e}"),
-        })
+        }
+    }
+
+    /// How `key` is reached: through object_store when a path can carry it,
+    /// else, on S3, through the AWS SDK; anywhere else it is an error that
+    /// names the key.
+    pub(crate) fn addr(&self, key: &str) -> Result<Addr> {
+        match self.key_path(key) {
+            Ok(p) => Ok(Addr::Path(p)),
+            Err(e) => match &self.sdk {
+                Some(sdk) => Ok(Addr::Sdk(sdk.clone(), self.full_key(key))),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Size, ETag and modification time of the object at `a`.
+    pub(crate) async fn head_at(&self, a: &Addr) -> object_store::Result<Head> {
+        match a {
+            Addr::Path(p) => self.store.head(p).await.map(|m| Head {
+                size: m.size,
+                etag: m.e_tag,
+                modified: m.last_modified,
+            }),
+            Addr::Sdk(sdk, key) => sdk.head(key).await.map(|o| Head {
+                size: o.size,
+                etag: o.etag,
+                modified: o.modified,
+            }),
+        }
+    }
+
+    /// The bytes of the object at `a` (those in `range` when given), if its
+    /// ETag is still `if_match` when given.
+    pub(crate) async fn get_at(
+        &self,
+        a: &Addr,
+        range: Option<std::ops::Range<u64>>,
+        if_match: Option<String>,
+    ) -> object_store::Result<bytes::Bytes> {
+        match a {
+            Addr::Path(p) => {
+                let opts = object_store::GetOptions::default()
+                    .with_range(range.map(object_store::GetRange::Bounded))
+                    .with_if_match(if_match);
+                self.store.get_opts(p, opts).await?.bytes().await
+            }
+            Addr::Sdk(sdk, key) => sdk.get(key, range, if_match).await,
+        }
+    }
+
+    /// Writes the object at `a` in one request.
+    pub(crate) async fn put_at(
+        &self,
+        a: &Addr,
+        body: object_store::PutPayload,
+    ) -> object_store::Result<object_store::PutResult> {
+        match a {
+            Addr::Path(p) => self.store.put(p, body).await,
+            Addr::Sdk(sdk, key) => sdk.put(key, body).await,
+        }
+    }
+
+    /// Starts a multipart upload of the object at `a`.
+    pub(crate) async fn put_multipart_at(
+        &self,
+        a: &Addr,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        match a {
+            Addr::Path(p) => self.store.put_multipart(p).await,
+            Addr::Sdk(sdk, key) => sdk.put_multipart(key).await,
+        }
+    }
+
+    /// Deletes the object at `a`.
+    pub(crate) async fn delete_at(&self, a: &Addr) -> object_store::Result<()> {
+        match a {
+            Addr::Path(p) => self.store.delete(p).await,
+            Addr::Sdk(sdk, key) => sdk.delete(key).await,
+        }
     }
 
     /// For a local folder: refuses a key whose way down passes through a
@@ -922,6 +1082,7 @@ impl Location {
             url: self.url.join(sub),
             store: self.store.clone(),
             prefix: self.path(sub),
+            sdk: self.sdk.clone(),
         }
     }
 }

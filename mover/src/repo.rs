@@ -257,14 +257,14 @@ impl Repository {
         let sets: Vec<Vec<ChunkId>> = stream::iter(self.chunk_folders().await?)
             .map(|p| async move {
                 let _r = self.engine.request().await;
-                let metas: Vec<_> = crate::listing::resumable(&self.loc, p, None)
+                let dir = self.loc.relative(&p);
+                let listed: Vec<_> = crate::listing::resumable(&self.loc, &dir, None)
                     .try_collect()
-                    .await
-                    .map_err(|e| MoverError::store("list chunks of", &self.loc.url, e))?;
+                    .await?;
                 Ok::<_, MoverError>(
-                    metas
+                    listed
                         .iter()
-                        .filter_map(|m| m.location.filename().and_then(|f| f.parse().ok()))
+                        .filter_map(|l| l.key.rsplit('/').next()?.parse().ok())
                         .collect(),
                 )
             })
@@ -401,14 +401,16 @@ impl Repository {
     /// Names of the `.json` files in a folder of the repository, without
     /// the suffix. `op` names the listing in errors ("list snapshots of").
     async fn json_names(&self, dir: &str, op: &'static str) -> Result<Vec<String>> {
-        let dir = self.loc.child(dir);
-        let metas: Vec<_> = crate::listing::resumable(&self.loc, dir.prefix.clone(), None)
+        let listed: Vec<_> = crate::listing::resumable(&self.loc, dir, None)
             .try_collect()
             .await
-            .map_err(|e| MoverError::store(op, &self.loc.url, e))?;
-        Ok(metas
+            .map_err(|e| match e {
+                MoverError::Store { url, source, .. } => MoverError::Store { op, url, source },
+                e => e,
+            })?;
+        Ok(listed
             .iter()
-            .filter_map(|m| Some(m.location.filename()?.strip_suffix(".json")?.to_owned()))
+            .filter_map(|l| Some(l.key.rsplit('/').next()?.strip_suffix(".json")?.to_owned()))
             .collect())
     }
 

@@ -293,7 +293,7 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
             },
             db_limits: DbLimits::default(),
         };
-        return refresh(ctx, &a, &repo, &snapshot, req, helm).await;
+        return Box::pin(refresh(ctx, &a, &repo, &snapshot, req, helm)).await;
     }
     let req = RestoreRequest {
         target,
@@ -550,7 +550,7 @@ async fn refresh(
         let _ = plan_text(&mut std::io::stderr());
     }
     let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
-    let result = job.execute(&ctx.cancel, &ctx.events).await;
+    let result = Box::pin(job.execute(&ctx.cancel, &ctx.events)).await;
     view.finish().await;
     let r = result?;
     if let Some(h) = &helm {

@@ -60,9 +60,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use haul_manifest::SegmentRef;
 use haul_manifest::diff::key_order;
-use object_store::ObjectMeta;
 use tokio::sync::mpsc;
 
+use super::Listed;
 use crate::engine::AbortOnDrop;
 use crate::{Location, MoverError, Result};
 
@@ -313,7 +313,7 @@ fn lower(c: char) -> char {
 #[derive(Debug)]
 pub(super) enum Part {
     /// Objects already listed: a first page that held everything.
-    Listed(Vec<ObjectMeta>),
+    Listed(Vec<Listed>),
     /// The keys whose name is at or above `from` and below `to`.
     Range {
         dir: String,
@@ -336,17 +336,15 @@ pub(super) async fn plan(
     hints: &SplitHints,
     first_page: usize,
 ) -> Result<Vec<Part>> {
-    let page: Vec<ObjectMeta> = super::resumable(loc, loc.prefix.clone(), None)
+    let page: Vec<Listed> = super::resumable(loc, "", None)
         .take(first_page)
         .try_collect()
-        .await
-        .map_err(|e| MoverError::store("list", &loc.url, e))?;
+        .await?;
     if page.len() < first_page {
         return Ok(vec![Part::Listed(page)]);
     }
     let cuts = if hints.0.is_empty() {
-        let keys: Vec<String> = page.iter().map(|m| loc.relative(&m.location)).collect();
-        Cuts::from_page(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+        Cuts::from_page(&page.iter().map(|l| l.key.as_str()).collect::<Vec<_>>())
     } else {
         Cuts::from_hints(hints)
     };
@@ -403,7 +401,7 @@ impl Cuts {
 }
 
 /// The objects of one piece, in the store's order.
-pub(super) fn objects(loc: &Location, part: Part) -> BoxStream<'static, Result<ObjectMeta>> {
+pub(super) fn objects(loc: &Location, part: Part) -> BoxStream<'static, Result<Listed>> {
     use std::cmp::Ordering::{Equal, Greater, Less};
     match part {
         Part::Listed(files) => stream::iter(files.into_iter().map(Ok)).boxed(),
@@ -497,36 +495,20 @@ fn scan(
     dir: String,
     after: Option<String>,
     keep: impl Fn(&str) -> Keep + Send + 'static,
-) -> BoxStream<'static, Result<ObjectMeta>> {
-    let prefix = match dir.trim_end_matches('/') {
-        "" => Ok(loc.prefix.clone()),
-        d => loc.key_path(d),
-    };
-    let raw = prefix.and_then(|prefix| match after {
-        None => Ok(super::resumable(loc, prefix, None)),
-        Some(a) => {
-            let offset = loc.key_path(&format!("{dir}{a}"))?;
-            Ok(super::resumable(loc, prefix, Some(offset)))
-        }
-    });
-    let raw = match raw {
-        Ok(s) => s,
-        Err(e) => return stream::once(ready(Err(e))).boxed(),
-    };
-    let (base, url) = (loc.clone(), loc.url.to_string());
-    raw.map_err(move |e| MoverError::store("list", &url, e))
-        .and_then(move |m| {
-            let key = base.relative(&m.location);
-            ready(match key.strip_prefix(dir.as_str()) {
-                Some(name) => Ok((keep(name), m)),
+) -> BoxStream<'static, Result<Listed>> {
+    let after = after.map(|a| format!("{dir}{a}"));
+    super::resumable(loc, dir.trim_end_matches('/'), after)
+        .and_then(move |l| {
+            ready(match l.key.strip_prefix(dir.as_str()) {
+                Some(name) => Ok((keep(name), l)),
                 None => Err(MoverError::Object {
                     reason: format!("listed under {dir:?}, but it is not there"),
-                    key,
+                    key: l.key,
                 }),
             })
         })
         .try_take_while(|(k, _)| ready(Ok(!matches!(k, Keep::Stop))))
-        .try_filter_map(|(k, m)| ready(Ok(matches!(k, Keep::Yes).then_some(m))))
+        .try_filter_map(|(k, l)| ready(Ok(matches!(k, Keep::Yes).then_some(l))))
         .boxed()
 }
 
