@@ -174,52 +174,6 @@ fn a_local_file_no_store_can_read_is_named_not_skipped() {
     assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
 }
 
-/// An S3 key with a control character: SeaweedFS's listing (XML, without
-/// `encoding-type=url`) shows it with U+FFFD, a name no object has. It was
-/// counted as "vanished" and left out of the backup, exit 0. Now the backup
-/// fails naming it and commits nothing. (Written with boto3, which the
-/// tools' venv holds beside moto.)
-#[tokio::test]
-async fn an_s3_key_the_listing_mangles_is_named_not_skipped() {
-    let (Some(s3), Some(_moto)) = (S3::from_env(), crate::common::Alt::moto()) else {
-        return;
-    };
-    let b = s3.bucket("ctrl");
-    put(&*s3.store(&b), "plain", noise(10, 1)).await;
-    let python = format!("{}/python", std::env::var("HAUL_TOOLS_BIN").expect("tools"));
-    let out = std::process::Command::new(python)
-        .args([
-            "-c",
-            "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], \
-             aws_secret_access_key=sys.argv[3], region_name='us-east-1').put_object(Bucket=sys.argv[4], \
-             Key='odd\\x01key', Body=b'x')",
-            &s3.endpoint,
-            &s3.key,
-            &s3.secret,
-            &b,
-        ])
-        .output()
-        .expect("python");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let repo = format!("file://{}/repo", dir.path().display());
-    Haul::new().run(["init", &repo]).ok();
-    let r = s3
-        .haul()
-        .run(["backup", "--source", &format!("s3://{b}"), "--repo", &repo])
-        .fails_with(1, "odd\u{FFFD}key");
-    assert!(r.stderr.contains("cannot read this key"), "{}", r.stderr);
-    let snaps = Haul::new()
-        .run(["--json", "snapshots", "--repo", &repo])
-        .ok()
-        .json();
-    assert_eq!(snaps.as_array().map(Vec::len), Some(0), "{snaps}");
-}
-
 /// Symbolic links never take haul out of a local folder: a source link out
 /// of the folder fails the backup by name (one inside it is followed), and
 /// a restore never writes through a link in its target.

@@ -464,3 +464,71 @@ pub fn snapshot_count(haul: Haul, repo: &str) -> usize {
         .as_array()
         .map_or(0, Vec::len)
 }
+
+/// Writes `objects` into an S3 bucket with boto3 (`tests/s3keys.py`), keys
+/// exactly as given, whatever haul's clients make of them. Returns the keys
+/// the server refused.
+pub fn s3_put_exact(
+    endpoint: &str,
+    creds: (&str, &str),
+    bucket: &str,
+    objects: &[(String, Vec<u8>)],
+) -> Vec<String> {
+    let input: Vec<(String, String)> = objects
+        .iter()
+        .map(|(k, v)| (k.clone(), to_hex(v)))
+        .collect();
+    let out = s3keys(
+        "put",
+        endpoint,
+        creds,
+        bucket,
+        &serde_json::to_vec(&input).expect("json"),
+    );
+    serde_json::from_slice(&out).expect("refused keys")
+}
+
+/// Every object of an S3 bucket as boto3 lists and reads it, keys exact, in
+/// byte order.
+pub fn s3_dump_exact(endpoint: &str, creds: (&str, &str), bucket: &str) -> Vec<(String, Vec<u8>)> {
+    let out = s3keys("dump", endpoint, creds, bucket, b"");
+    let pairs: Vec<(String, String)> = serde_json::from_slice(&out).expect("dump");
+    pairs.into_iter().map(|(k, h)| (k, from_hex(&h))).collect()
+}
+
+fn s3keys(op: &str, endpoint: &str, creds: (&str, &str), bucket: &str, stdin: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let python = format!("{}/python", need("HAUL_TOOLS_BIN"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/s3keys.py");
+    let mut child = Command::new(python)
+        .args([script, op, endpoint, creds.0, creds.1, bucket])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write");
+    let out = child.wait_with_output().expect("s3keys.py");
+    assert!(
+        out.status.success(),
+        "s3keys.py {op}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
