@@ -20,6 +20,8 @@ pub enum FormatError {
         found: u32,
         supported: u32,
     },
+    #[error("{what} is refused: {reason}")]
+    Unauthentic { what: String, reason: String },
     #[error("cannot parse {what}")]
     Json {
         what: String,

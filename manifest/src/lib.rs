@@ -1,5 +1,6 @@
-//! haul's repository format, version 1: the types that are written to a
-//! repository, and the pure functions that produce and check them.
+//! haul's repository format, version 2 (and version 1, still read): the
+//! types that are written to a repository, and the pure functions that
+//! produce and check them.
 //!
 //! This crate does no I/O and knows nothing of tokio or object stores: the
 //! engine (`haul-mover`) fetches and stores bytes; this crate says what those
@@ -11,14 +12,14 @@
 //!              ──listing─▶ diff::merge_join(listing, parent entries) ──▶ plan
 //! ```
 //!
-//! # Repository format v1
+//! # Repository format v1 (and v2's layout)
 //!
 //! A repository is a prefix in an object store (`s3://bucket/prefix`,
 //! `file:///path`, ...). Every path below is relative to that prefix.
 //!
 //! | path | what it holds |
 //! |---|---|
-//! | `haul-repo.json` | [`RepoConfig`]: format version, repository id, chunker and codec settings. Written once by `haul init`. |
+//! | `haul-repo.json` | [`RepoConfig`]: format version, repository id, chunker and codec settings; in v2 the key slots. Written by `haul init`, rewritten by `haul key add/remove`. The only plaintext object of an encrypted repository. |
 //! | `chunks/<2 hex>/<64 hex>` | one chunk: the blake3 of its plaintext names it. Immutable; written only if absent; verified on every read. See [`chunk`]. |
 //! | `snapshots/<id>.json` | [`Snapshot`], the root of one backup. Written last: a snapshot exists only when everything it names exists. |
 //! | `runs/<time>-<kind>-<id>.json` | [`RunRecord`]: the timing of one backup or restore, used to predict downtime. |
@@ -55,10 +56,44 @@
 //! a key meets a condition (see [`segment`]), so an unchanged key range
 //! produces byte-identical segments and costs nothing in the next snapshot.
 //!
+//! # Format v2: encrypted and authenticated
+//!
+//! Version 2 keeps v1's layout and adds, in `haul-repo.json`, an
+//! `encryption` section ([`crypto::Encryption`]): the cipher, a MAC of the
+//! other settings, and the key slots that wrap the repository's random
+//! master key (a password through Argon2id, or a key file). With it, every
+//! other object is *sealed* ([`crypto`]): `HLS2`, a random 24-byte nonce,
+//! XChaCha20-Poly1305 ciphertext and tag, with associated data binding the
+//! object to its repository, its kind (chunk, snapshot, record) and its
+//! name, so an altered, moved or replayed object is refused, never read.
+//! A chunk's sealed plaintext is its v1 frame (header and zstd or raw
+//! payload); it is stored under `chunks/<2 hex>/<keyed id>` where the keyed
+//! id is blake3 keyed with a key derived from the master key over the
+//! chunk's id, so the names reveal nothing about content while identical
+//! chunks still share one name within the repository (deduplication). The
+//! ids inside manifests and roots stay the plain blake3 of the plaintext,
+//! checked after every decryption as in v1.
+//!
+//! `haul init --insecure-no-encryption` makes a v2 repository without the
+//! section, stored exactly as v1 stores it. A v1 repository is read (and
+//! written) as before. A repository without keys refuses a key, and one with
+//! keys refuses to be opened without one: an attacker who rewrote
+//! `haul-repo.json` to drop the section cannot make haul trust plaintext
+//! where sealed data was expected. The settings' MAC catches settings
+//! changed without the key.
+//!
+//! **Packs (planned, same format version).** Issue 17 gathers chunks below
+//! a threshold into pack objects (`packs/<2 hex>/<keyed id>`, each a run of
+//! sealed blobs) named by a sealed pack index stored like manifest segments;
+//! a v2 reader looks a chunk up in the index first, then under `chunks/`.
+//! Loose chunks stay valid: packs add a place a chunk can be, never change
+//! what a chunk is, so v2 repositories written before packs stay readable.
+//!
 //! Compatibility: readers refuse a `haul-repo.json` or snapshot whose
 //! `version` is newer than [`FORMAT_VERSION`].
 
 pub mod chunk;
+pub mod crypto;
 pub mod diff;
 mod error;
 mod id;

@@ -11,7 +11,7 @@ use crate::run::Phase;
 use crate::{ChunkId, FormatError, RepoId, SnapshotId, tree};
 
 /// The repository format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `haul-repo.json`: written once by `haul init`, read by every command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +29,10 @@ pub struct RepoConfig {
     pub zstd_level: i32,
     /// Average number of entries per manifest segment (a power of two).
     pub segment_entries: u32,
+    /// Format v2: the cipher, the settings' MAC and the key slots. `None`
+    /// in a v1 repository and in one made with `--insecure-no-encryption`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypto::Encryption>,
 }
 
 /// FastCDC sizes, in bytes.
@@ -67,7 +71,18 @@ impl RepoConfig {
             cdc: Self::DEFAULT_CDC,
             zstd_level: Self::DEFAULT_ZSTD_LEVEL,
             segment_entries: Self::DEFAULT_SEGMENT_ENTRIES,
+            encryption: None,
         }
+    }
+
+    /// The settings every chunk follows, as the MAC of a v2 repository
+    /// covers them: everything but the `encryption` section itself.
+    pub fn settings_bytes(&self) -> Vec<u8> {
+        let plain = Self {
+            encryption: None,
+            ..self.clone()
+        };
+        serde_json::to_vec(&plain).expect("config serializes")
     }
 
     /// Parses and checks `haul-repo.json`.
@@ -111,6 +126,17 @@ impl RepoConfig {
             return Err(invalid(format!(
                 "cdc sizes must satisfy 64 <= min <= avg <= max, got {min}/{avg}/{max}"
             )));
+        }
+        if let Some(e) = &self.encryption {
+            if self.version < 2 || e.cipher != crate::crypto::CIPHER {
+                return Err(invalid(format!(
+                    "encryption {:?} in a version {} repository is not one haul knows",
+                    e.cipher, self.version
+                )));
+            }
+            if e.slots.is_empty() {
+                return Err(invalid("an encrypted repository without key slots".into()));
+            }
         }
         if !self.segment_entries.is_power_of_two() {
             return Err(invalid(format!(
