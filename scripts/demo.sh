@@ -18,6 +18,7 @@ work=${1:-$(mktemp -d -t haul-demo.XXXXXX)}
 mkdir -p "$work"
 bucket=$work/bucket
 rm -rf "$bucket" "$work/repo" "$work/restored"
+unset HAUL_PASSWORD HAUL_PASSWORD_FILE HAUL_PASSWORD_COMMAND HAUL_KEY_FILE
 
 step "making a sample bucket in $bucket"
 # Shaped like a Pachyderm bucket: incompressible chunk objects under chunk/,
@@ -30,7 +31,10 @@ head -c $((12 * 1024 * 1024)) /dev/urandom > "$bucket/chunk/large.0"
 head -c 2000000 < <(yes 'pachyderm commit metadata') > "$bucket/meta/commits.log"
 du -sh "$bucket"
 
-step "haul init"
+step "haul init (encrypted with a new key file)"
+rm -f "$work/demo.key"
+"$haul" key generate "$work/demo.key"
+export HAUL_KEY_FILE=$work/demo.key
 "$haul" init "file://$work/repo"
 
 step "haul backup (full)"

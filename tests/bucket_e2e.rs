@@ -41,9 +41,9 @@ async fn s3_backup_change_backup_restore_refresh_verify() {
     }
     let source = format!("s3://{src_bucket}/data");
     let repo = format!("s3://{repo_bucket}/backups/pach");
-    let haul = || s3.haul();
+    let haul = || s3.haul().without_key();
 
-    haul().run(["init", &repo]).ok();
+    haul().run(["init", "--insecure-no-encryption", &repo]).ok();
 
     // Full backup: everything read once.
     let b1 = haul()
@@ -483,6 +483,7 @@ fn files_haul_writes_are_private() {
     let sh = |cmd: &str| {
         let out = std::process::Command::new("sh")
             .args(["-c", &format!("umask 000; {cmd}")])
+            .env("HAUL_KEY_FILE", crate::common::test_key_file())
             .output()
             .expect("sh");
         assert!(

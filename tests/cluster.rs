@@ -524,7 +524,7 @@ async fn signals_in_the_paused_phase_resume_the_cluster() {
     };
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129), ("QUIT", 131)] {
         let c = base.with_new_rig();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+        let mut cmd = crate::common::haul_command();
         cmd.args(c.backup_args(&[]))
             .envs(c.rig.envs())
             .env("AWS_ENDPOINT_URL", &c.s3.endpoint)
@@ -579,7 +579,7 @@ async fn a_closed_stderr_does_not_stop_a_paused_backup() {
     let Some(c) = Cluster::new("closedstderr", 10).await else {
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_haul"))
+    let mut child = crate::common::haul_command()
         .args(c.backup_args(&[]))
         .envs(c.rig.envs())
         .env("AWS_ENDPOINT_URL", &c.s3.endpoint)
@@ -606,7 +606,7 @@ fn kill_9_when(
     marker: &str,
     ready: impl Fn() -> bool,
 ) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+    let mut cmd = crate::common::haul_command();
     cmd.args(c.backup_args(&[]))
         .envs(c.rig.envs())
         .env("AWS_ENDPOINT_URL", &c.s3.endpoint)

@@ -278,10 +278,30 @@ impl Haul {
             "HAUL_CONFIG",
             "HAUL_REPO",
             "HAUL_LOG",
+            "HAUL_PASSWORD",
+            "HAUL_PASSWORD_FILE",
+            "HAUL_PASSWORD_COMMAND",
+            "HAUL_KEY_FILE",
         ] {
             cmd.env_remove(v);
         }
+        // Every repository a test makes is encrypted, with this key, unless
+        // the test says otherwise (`without_key`).
+        cmd.env("HAUL_KEY_FILE", test_key_file());
         Self { cmd }
+    }
+
+    /// `haul` for an unencrypted repository (`--insecure-no-encryption`):
+    /// for tests that read or forge what the repository holds.
+    pub fn insecure() -> Self {
+        Self::new().without_key()
+    }
+
+    /// No key in the environment: for unencrypted repositories (format v1
+    /// fixtures, `--insecure-no-encryption`).
+    pub fn without_key(mut self) -> Self {
+        self.cmd.env_remove("HAUL_KEY_FILE");
+        self
     }
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -301,6 +321,33 @@ impl Haul {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         }
     }
+}
+
+/// The `haul` binary with the test key in its environment, for tests that
+/// spawn it themselves (to signal it, to close its pipes).
+pub fn haul_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+    for v in [
+        "HAUL_PASSWORD",
+        "HAUL_PASSWORD_FILE",
+        "HAUL_PASSWORD_COMMAND",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("HAUL_KEY_FILE", test_key_file());
+    cmd
+}
+
+/// The key file every test's `haul` gets (one per test process, 0600).
+pub fn test_key_file() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("haul-test-{}.key", std::process::id()));
+        std::fs::write(&path, "7c0ffee0".repeat(8) + "\n").expect("write the test key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path.to_str().expect("utf-8").to_owned()
+    })
 }
 
 /// Deterministic incompressible bytes.

@@ -71,7 +71,7 @@ async fn suite(loc: Location) {
 
     // The chunk repository: write once, read verified, list, detect damage.
     let repo_loc = loc.child("repo");
-    let repo = Repository::init(repo_loc.clone(), Engine::new(Limits::default()))
+    let repo = Repository::init(repo_loc.clone(), Engine::new(Limits::default()), None)
         .await
         .expect("init");
     let text = Bytes::from("manifest line\n".repeat(1000));
@@ -87,7 +87,7 @@ async fn suite(loc: Location) {
         "an existing chunk is not uploaded again"
     );
     assert_eq!(repo.read_chunk(id).await.expect("read"), text);
-    let reopened = Repository::open(repo_loc.clone(), Engine::new(Limits::default()))
+    let reopened = Repository::open(repo_loc.clone(), Engine::new(Limits::default()), None)
         .await
         .expect("open");
     assert!(
@@ -111,7 +111,7 @@ async fn suite(loc: Location) {
         Err(MoverError::Corrupt { .. })
     ));
     assert!(matches!(
-        Repository::init(repo_loc.clone(), Engine::new(Limits::default())).await,
+        Repository::init(repo_loc.clone(), Engine::new(Limits::default()), None).await,
         Err(MoverError::NotEmpty { .. })
     ));
 

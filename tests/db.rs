@@ -165,6 +165,15 @@ fn db_report<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no database {name} in {report}"))
 }
 
+/// An unencrypted repository, for tests that read or forge what it holds.
+fn insecure_file_repo(dir: &Path) -> String {
+    let repo = format!("file://{}/repo", dir.display());
+    Haul::insecure()
+        .run(["init", "--insecure-no-encryption", &repo])
+        .ok();
+    repo
+}
+
 fn file_repo(dir: &Path) -> String {
     let repo = format!("file://{}/repo", dir.display());
     Haul::new().run(["init", &repo]).ok();
@@ -511,7 +520,7 @@ async fn a_partly_failed_restore_reports_each_component() {
 async fn owners_roles_and_no_owner() {
     let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let repo = file_repo(dir.path());
+    let repo = insecure_file_repo(dir.path());
     let role = Pg::unique("owner");
     let db = Pg::unique("owned");
     pg.admin(&[
@@ -528,7 +537,7 @@ async fn owners_roles_and_no_owner() {
         ),
     )
     .await;
-    let b = Haul::new()
+    let b = Haul::insecure()
         .run([
             "--json",
             "backup",
@@ -546,7 +555,7 @@ async fn owners_roles_and_no_owner() {
         .await;
 
     let target = Pg::unique("owned_restored");
-    let r = Haul::new()
+    let r = Haul::insecure()
         .run([
             "restore",
             "latest",
@@ -562,7 +571,7 @@ async fn owners_roles_and_no_owner() {
         "the database haul created is dropped"
     );
 
-    Haul::new()
+    Haul::insecure()
         .run([
             "restore",
             "latest",
@@ -591,7 +600,7 @@ async fn owners_roles_and_no_owner() {
 
     // Roles first, then the database with its original owner.
     let target2 = Pg::unique("owned_with_roles");
-    let r = Haul::new()
+    let r = Haul::insecure()
         .run([
             "--json",
             "restore",
@@ -647,7 +656,7 @@ async fn owners_roles_and_no_owner() {
     .await;
 
     // verify counts the roles dump among the chunks a snapshot needs.
-    Haul::new().run(["verify", "--repo", &repo]).ok();
+    Haul::insecure().run(["verify", "--repo", &repo]).ok();
     let id = b["snapshot"].as_str().unwrap();
     let root: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.path().join(format!("repo/snapshots/{id}.json"))).unwrap(),
@@ -659,7 +668,7 @@ async fn owners_roles_and_no_owner() {
             .join(format!("repo/chunks/{}/{chunk}", &chunk[..2])),
     )
     .unwrap();
-    let v = Haul::new()
+    let v = Haul::insecure()
         .run(["verify", "--repo", &repo])
         .fails_with(3, "missing");
     assert!(v.stdout.contains(chunk), "{}", v.stdout);
@@ -953,10 +962,10 @@ async fn killed_pg_dump_commits_no_snapshot() {
 async fn row_count_differences_are_reported() {
     let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let repo = file_repo(dir.path());
+    let repo = insecure_file_repo(dir.path());
     let db = pg.create_db("counts").await;
     dex_like(&pg, &db).await;
-    let b = Haul::new()
+    let b = Haul::insecure()
         .run([
             "--json",
             "backup",
@@ -977,7 +986,7 @@ async fn row_count_differences_are_reported() {
     std::fs::write(&root, serde_json::to_vec(&snap).unwrap()).unwrap();
 
     let target = Pg::unique("counts_target");
-    let r = Haul::new().run([
+    let r = Haul::insecure().run([
         "restore",
         id,
         "--repo",
@@ -1198,9 +1207,9 @@ async fn dry_runs_plans_and_names() {
 async fn a_forged_roles_record_runs_nothing() {
     let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let repo = file_repo(dir.path());
+    let repo = insecure_file_repo(dir.path());
     let db = pg.create_db("forged_src").await;
-    Haul::new()
+    Haul::insecure()
         .run([
             "backup",
             "--repo",
@@ -1221,7 +1230,7 @@ async fn a_forged_roles_record_runs_nothing() {
     forge_record(dir.path(), sql.as_bytes(), |root| &mut root["globals"]);
 
     let target = Pg::unique("forged_target");
-    let r = Haul::new()
+    let r = Haul::insecure()
         .run([
             "restore",
             "latest",
@@ -1355,10 +1364,10 @@ async fn roles_can_be_captured_without_their_passwords() {
 async fn a_dump_that_is_not_the_archive_it_claims_is_refused() {
     let Some(pg) = Pg::from_env() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let repo = file_repo(dir.path());
+    let repo = insecure_file_repo(dir.path());
     let db = pg.create_db("notarchive_src").await;
     dex_like(&pg, &db).await;
-    Haul::new()
+    Haul::insecure()
         .run([
             "backup",
             "--repo",
@@ -1371,7 +1380,7 @@ async fn a_dump_that_is_not_the_archive_it_claims_is_refused() {
     forge_record(dir.path(), sql, |root| &mut root["databases"][0]);
 
     let target = Pg::unique("notarchive_target");
-    Haul::new()
+    Haul::insecure()
         .run([
             "restore",
             "latest",

@@ -58,8 +58,10 @@ impl Fixture {
             names.push((ChunkId::of(&data).to_hex(), format!("[chunk of {key}]")));
         }
         let repo = format!("file://{}/repo", dir.path().display());
-        Haul::new().run(["init", &repo]).ok();
-        let backup = Haul::new()
+        Haul::insecure()
+            .run(["init", "--insecure-no-encryption", &repo])
+            .ok();
+        let backup = Haul::insecure()
             .run([
                 "--json",
                 "backup",
@@ -114,7 +116,7 @@ impl Fixture {
 
     /// Runs `haul args` and records it in the transcript.
     fn run(&mut self, args: &[&str]) -> Run {
-        let run = Haul::new().run(args);
+        let run = Haul::insecure().run(args);
         let shown = |text: &str| {
             if text.is_empty() {
                 " (empty)\n".to_owned()

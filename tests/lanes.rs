@@ -104,16 +104,20 @@ fn a_local_folder_backs_up_the_same_in_any_number_of_lanes() {
     let source = format!("file://{}", src.display());
     let (one, many) = (dir.path().join("one"), dir.path().join("many"));
     for r in [&one, &many] {
-        Haul::new()
-            .run(["init", &format!("file://{}", r.display())])
+        Haul::insecure()
+            .run([
+                "init",
+                "--insecure-no-encryption",
+                &format!("file://{}", r.display()),
+            ])
             .ok();
     }
-    let record = backup_in_lanes(&Haul::new, &source, &[("1", &one), ("16", &many)]);
+    let record = backup_in_lanes(&Haul::insecure, &source, &[("1", &one), ("16", &many)]);
     assert_eq!(record["objects"].as_u64(), Some(dataset().len() as u64));
 
     // No lanes at all is refused before anything is read or written.
     let repo = format!("file://{}", one.display());
-    Haul::new()
+    Haul::insecure()
         .run([
             "--list-lanes",
             "0",
@@ -149,10 +153,14 @@ async fn an_s3_bucket_backs_up_and_restores_the_same_in_any_number_of_lanes() {
         .map(|l| (l, dir.path().join(format!("repo-{l}"))))
         .collect();
     let repos: Vec<(&str, &Path)> = repos.iter().map(|(l, p)| (*l, p.as_path())).collect();
-    let haul = || s3.haul();
+    let haul = || s3.haul().without_key();
     for (_, r) in &repos {
         haul()
-            .run(["init", &format!("file://{}", r.display())])
+            .run([
+                "init",
+                "--insecure-no-encryption",
+                &format!("file://{}", r.display()),
+            ])
             .ok();
     }
 

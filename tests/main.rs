@@ -12,6 +12,7 @@ mod cluster_rig;
 mod common;
 mod conformance;
 mod db;
+mod encryption;
 mod fixtures;
 mod golden;
 mod lanes;

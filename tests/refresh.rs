@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -324,7 +324,7 @@ async fn a_killed_refresh_is_resumed() {
         return;
     };
     let rig = Rig::new();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_haul"));
+    let mut cmd = crate::common::haul_command();
     cmd.args(st.args(&[]))
         .envs(rig.envs())
         .env("AWS_ENDPOINT_URL", &st.s3.endpoint)

@@ -120,11 +120,45 @@ pub struct LimitArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a repository at an empty location.
+    /// Create a repository at an empty location, encrypted with the key in
+    /// the environment.
+    ///
+    /// Everything haul stores but haul-repo.json is sealed
+    /// (XChaCha20-Poly1305) with a random master key, which the key you give
+    /// unlocks: HAUL_PASSWORD, HAUL_PASSWORD_FILE, HAUL_PASSWORD_COMMAND (a
+    /// command that prints it: a vault or KMS CLI) or HAUL_KEY_FILE (make
+    /// one with `haul key generate FILE`). Keep that key apart from the
+    /// repository: without it the backups cannot be read. More keys: `haul
+    /// key add`.
+    #[command(after_help = "Examples:
+  haul key generate ~/.config/haul/prod.key
+  HAUL_KEY_FILE=~/.config/haul/prod.key haul init s3://backups/pachyderm
+  HAUL_PASSWORD_COMMAND='vault kv get -field=pw secret/haul' haul init s3://backups/pachyderm
+  haul init file:///tmp/scratch --insecure-no-encryption")]
     Init {
         /// Where: s3://bucket/prefix, gs://..., az://..., file:///abs/path.
         #[arg(value_name = "REPO")]
         repo: String,
+        /// Store everything in plaintext: whoever can read the bucket reads
+        /// the databases' secrets. For throwaway repositories only.
+        #[arg(long)]
+        insecure_no_encryption: bool,
+    },
+
+    /// Manage the keys that open an encrypted repository.
+    ///
+    /// The repository's master key is wrapped by one or more key slots, each
+    /// opened by one password or key file: adding or removing a slot never
+    /// re-encrypts data. The current key comes from the environment
+    /// (HAUL_PASSWORD, HAUL_PASSWORD_FILE, HAUL_PASSWORD_COMMAND,
+    /// HAUL_KEY_FILE); a new one from a file or a command, never argv.
+    #[command(after_help = "Examples:
+  haul key list -r s3://backups/pachyderm
+  haul key add -r s3://backups/pachyderm --new-key-file /secure/second.key --label 'DR site'
+  haul key remove -r s3://backups/pachyderm 3f2a9c1d     # rotate: add the new key, then remove the old")]
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
     },
 
     /// Back up a bucket and/or PostgreSQL databases into a repository.
@@ -359,6 +393,45 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// Read every chunk and check its blake3 hash (reads the whole repository).
         #[arg(long)]
         read_data: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// The key slots: id, kind, when added, label.
+    List {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Add a key slot for a new password or key file.
+    Add {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// The new password: the first line of this file.
+        #[arg(long, value_name = "FILE", group = "new")]
+        new_password_file: Option<PathBuf>,
+        /// The new password: the first line this command prints.
+        #[arg(long, value_name = "COMMAND", group = "new")]
+        new_password_command: Option<String>,
+        /// The new key file (`haul key generate` makes one).
+        #[arg(long, value_name = "FILE", group = "new")]
+        new_key_file: Option<PathBuf>,
+        /// Who or what holds the new key.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Remove a key slot (never the last).
+    Remove {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// The slot's id, as `haul key list` shows it.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Write a new random key file (mode 0600; never over an existing file).
+    Generate {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

@@ -104,7 +104,8 @@ impl Context {
 
     pub async fn repo(&self, raw: &str) -> Result<Repository> {
         let loc = self.open(raw, false)?;
-        Ok(Repository::open(loc, self.engine()).await?)
+        let cred = crate::keys::from_env()?;
+        Ok(Repository::open(loc, self.engine(), cred.as_ref()).await?)
     }
 }
 

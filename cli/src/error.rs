@@ -7,6 +7,9 @@ use haul_snapshot::SnapshotError;
 /// Exit code for damaged data (see the crate doc).
 pub const EXIT_DAMAGED: u8 = 3;
 
+/// Exit code for a repository key that is missing or wrong.
+pub const EXIT_KEY: u8 = 5;
+
 /// How a command ended when it did not fail outright.
 #[derive(Debug)]
 pub enum Outcome {
@@ -68,10 +71,17 @@ impl CliError {
                 _ => None,
             }
         }
+        let mover = match self {
+            Self::Snapshot(e) => e.mover(),
+            Self::Mover(m) => Some(m),
+            _ => None,
+        };
         if let Self::Snapshot(e) = self
             && let Some(code) = own(e)
         {
             code
+        } else if matches!(mover, Some(MoverError::Key { .. })) {
+            EXIT_KEY
         } else if self.is_damage() {
             EXIT_DAMAGED
         } else {

@@ -455,10 +455,13 @@ mod tests {
                 head_checks,
                 ..Limits::default()
             };
-            let repo =
-                Repository::init(open(format!("dd-repo-{head_checks}")), Engine::new(limits))
-                    .await
-                    .unwrap();
+            let repo = Repository::init(
+                open(format!("dd-repo-{head_checks}")),
+                Engine::new(limits),
+                None,
+            )
+            .await
+            .unwrap();
             let first = backup(&repo, &a, None).await.unwrap();
             assert!(first.stats.chunks_uploaded >= 40, "{:?}", first.stats);
             // A second handle: nothing known in memory, everything checked.
@@ -468,6 +471,7 @@ mod tests {
                     head_checks,
                     ..Limits::default()
                 }),
+                None,
             )
             .await
             .unwrap();
@@ -501,14 +505,14 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let repo = Repository::init(open("fresh-repo"), Engine::new(Limits::default()))
+        let repo = Repository::init(open("fresh-repo"), Engine::new(Limits::default()), None)
             .await
             .unwrap();
         let first = backup(&repo, &src, None).await.unwrap();
         assert!(first.stats.chunks_uploaded >= 20, "{:?}", first.stats);
         assert_eq!(repo.heads.load(std::sync::atomic::Ordering::Relaxed), 0);
 
-        let again = Repository::open(repo.loc.clone(), Engine::new(Limits::default()))
+        let again = Repository::open(repo.loc.clone(), Engine::new(Limits::default()), None)
             .await
             .unwrap();
         let second = backup(&again, &src, None).await.unwrap();
@@ -544,7 +548,7 @@ mod tests {
         let repo_loc = cfg
             .open(&StoreUrl::parse("memory://deadlock-repo").unwrap(), true)
             .unwrap();
-        let repo = Repository::init(repo_loc, Engine::new(limits))
+        let repo = Repository::init(repo_loc, Engine::new(limits), None)
             .await
             .unwrap();
         let in_time = |f| tokio::time::timeout(Duration::from_secs(60), f);

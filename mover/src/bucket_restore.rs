@@ -863,7 +863,7 @@ mod tests {
             part_size: 5 << 20,
             ..Limits::default()
         };
-        let repo = Repository::init(open("repo"), Engine::new(limits))
+        let repo = Repository::init(open("repo"), Engine::new(limits), None)
             .await
             .unwrap();
         let backed_up = crate::bucket_backup::backup(&repo, &src, None)

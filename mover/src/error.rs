@@ -59,6 +59,9 @@ pub enum MoverError {
         source: Box<FormatError>,
     },
 
+    #[error("cannot open the repository {url}: {reason}")]
+    Key { url: String, reason: String },
+
     #[error("{what} in {url} is damaged")]
     Corrupt {
         url: String,
@@ -130,6 +133,11 @@ impl MoverError {
             Self::Corrupt { url, .. } => Some(format!(
                 "run `haul verify --repo {url} --read-data` to find every damaged chunk"
             )),
+            Self::Key { .. } => Some(
+                "give the repository's key in HAUL_PASSWORD, HAUL_PASSWORD_FILE, HAUL_PASSWORD_COMMAND \
+                 or HAUL_KEY_FILE (`haul key list` shows its slots); an unencrypted repository takes none"
+                    .into(),
+            ),
             Self::Overlap { .. } => {
                 Some("choose a repository in another bucket, or a prefix outside the source".into())
             }

@@ -919,7 +919,7 @@ impl Location {
     /// punctuation, silently addressing another object, and `Path::parse`
     /// drops a leading or trailing `/`. Keys with empty, `.` or `..`
     /// segments, control characters or an outer `/` cannot be addressed
-    /// (see [`Location::addr`] for S3, which can).
+    /// (`Location::addr` reaches them on S3).
     pub fn key_path(&self, key: &str) -> Result<Path> {
         let full = self.full_key(key);
         let unaddressable = |reason: String| MoverError::Object {

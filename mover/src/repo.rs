@@ -8,6 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, FuturesOrdered, StreamExt, TryStreamExt};
+use haul_manifest::crypto::{self, Credential, Encryption, Keys, Kind};
 use haul_manifest::pause::PAUSES_DIR;
 use haul_manifest::segment::{self, SegmentWriter};
 use haul_manifest::{
@@ -54,6 +55,10 @@ pub struct RepoInner {
     /// About how many chunks the repository holds, when a caller knows
     /// (see [`Repository::expect_chunks`]).
     expected_chunks: AtomicUsize,
+    /// Format v2's keys: everything stored is sealed with them and chunks
+    /// are named by their keyed id. `None`: a v1 or an unencrypted v2
+    /// repository, stored as v1 stores it.
+    keys: Option<Arc<Keys>>,
 }
 
 impl std::ops::Deref for Repository {
@@ -94,6 +99,64 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// The keys of `config`'s repository, from the credential given.
+fn unlock(
+    loc: &Location,
+    config: &RepoConfig,
+    cred: Option<&Credential>,
+) -> Result<Option<Arc<Keys>>> {
+    let key_error = |reason: String| MoverError::Key {
+        url: loc.url.to_string(),
+        reason,
+    };
+    let enc = match (&config.encryption, cred) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(key_error(format!(
+                "it is not encrypted (format v{}{}), but a key was given: refusing to trust \
+                 unauthenticated data where encrypted data was expected",
+                config.version,
+                if config.version >= 2 {
+                    ", made with --insecure-no-encryption"
+                } else {
+                    ""
+                }
+            )));
+        }
+        (Some(_), None) => {
+            return Err(key_error("it is encrypted, and no key was given".into()));
+        }
+        (Some(e), Some(_)) => e,
+    };
+    let cred = cred.expect("matched above");
+    let master = cred
+        .unlock(&config.id, &enc.slots)
+        .map_err(|e| MoverError::format(loc.url.to_string(), REPO_CONFIG_PATH, e))?;
+    let Some(master) = master else {
+        let kind = match cred.kind() {
+            crypto::SlotKind::Password => "password",
+            crypto::SlotKind::KeyFile => "key file",
+        };
+        let n = enc.slots.iter().filter(|s| s.kind == cred.kind()).count();
+        return Err(key_error(format!(
+            "the {kind} given opens none of its key slots ({n} of that kind, {} in all)",
+            enc.slots.len()
+        )));
+    };
+    let keys = Keys::new(&config.id, master);
+    if keys.config_mac(&config.settings_bytes()) != enc.check {
+        return Err(MoverError::format(
+            loc.url.to_string(),
+            REPO_CONFIG_PATH,
+            haul_manifest::FormatError::Unauthentic {
+                what: REPO_CONFIG_PATH.into(),
+                reason: "its settings were changed by someone without the key".into(),
+            },
+        ));
+    }
+    Ok(Some(Arc::new(keys)))
+}
+
 /// A fresh snapshot id.
 pub fn new_snapshot_id() -> Result<SnapshotId> {
     Ok(SnapshotId::from_random(random()?))
@@ -101,7 +164,10 @@ pub fn new_snapshot_id() -> Result<SnapshotId> {
 
 impl Repository {
     /// Creates a repository at an empty location.
-    pub async fn init(loc: Location, engine: Engine) -> Result<Self> {
+    /// With a credential, the repository is encrypted (format v2, see
+    /// `haul_manifest::crypto`) and the credential is its first key slot;
+    /// without, it is not (`--insecure-no-encryption`).
+    pub async fn init(loc: Location, engine: Engine, cred: Option<&Credential>) -> Result<Self> {
         if let Some(found) = listing::first_key(&loc).await? {
             let what = if found == REPO_CONFIG_PATH {
                 "it is a haul repository already".to_owned()
@@ -113,22 +179,41 @@ impl Repository {
                 found: what,
             });
         }
-        let config = RepoConfig::new(RepoId::from_random(random()?), Utc::now());
+        let mut config = RepoConfig::new(RepoId::from_random(random()?), Utc::now());
         // Refused limits leave nothing behind: checked before the first write.
         engine
             .limits
             .check(config.object_chunk_size)
             .map_err(MoverError::Limits)?;
+        let keys = match cred {
+            None => None,
+            Some(c) => {
+                let keys = Keys::new(&config.id, random()?);
+                let slot = c
+                    .new_slot(&keys, "made by haul init")
+                    .map_err(|e| MoverError::format(loc.url.to_string(), "a key slot", e))?;
+                config.encryption = Some(Encryption {
+                    cipher: crypto::CIPHER.into(),
+                    check: keys.config_mac(&config.settings_bytes()),
+                    slots: vec![slot],
+                });
+                Some(Arc::new(keys))
+            }
+        };
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
         loc.store
             .put(&loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
             .await
             .map_err(|e| MoverError::store("write haul-repo.json to", &loc.url, e))?;
-        Self::with_config(loc, config, engine)
+        Self::with_config(loc, config, engine, keys)
     }
 
     /// Opens an existing repository.
-    pub async fn open(loc: Location, engine: Engine) -> Result<Self> {
+    /// An encrypted repository needs a credential that opens one of its
+    /// key slots; an unencrypted one refuses a credential (whoever made it
+    /// unencrypted may have replaced an encrypted one: its data would be
+    /// trusted unauthenticated).
+    pub async fn open(loc: Location, engine: Engine, cred: Option<&Credential>) -> Result<Self> {
         let bytes = match loc.store.get(&loc.path(REPO_CONFIG_PATH)).await {
             Ok(r) => r.bytes().await,
             Err(e) => Err(e),
@@ -146,10 +231,16 @@ impl Repository {
         };
         let config = RepoConfig::from_json(&bytes)
             .map_err(|source| MoverError::format(loc.url.to_string(), REPO_CONFIG_PATH, source))?;
-        Self::with_config(loc, config, engine)
+        let keys = unlock(&loc, &config, cred)?;
+        Self::with_config(loc, config, engine, keys)
     }
 
-    fn with_config(loc: Location, config: RepoConfig, engine: Engine) -> Result<Self> {
+    fn with_config(
+        loc: Location,
+        config: RepoConfig,
+        engine: Engine,
+        keys: Option<Arc<Keys>>,
+    ) -> Result<Self> {
         engine
             .limits
             .check(config.object_chunk_size)
@@ -163,7 +254,108 @@ impl Repository {
             looked: OnceCell::new(),
             heads: AtomicUsize::new(0),
             expected_chunks: AtomicUsize::new(0),
+            keys,
         })))
+    }
+
+    /// The key slots of an encrypted repository (none otherwise).
+    pub fn slots(&self) -> &[crypto::KeySlot] {
+        self.config
+            .encryption
+            .as_ref()
+            .map_or(&[], |e| e.slots.as_slice())
+    }
+
+    /// Adds a key slot for `new` (the data is not re-encrypted: the slot
+    /// wraps the same master key). Rewrites `haul-repo.json`.
+    pub async fn add_slot(&self, new: &Credential, label: &str) -> Result<crypto::KeySlot> {
+        let Some(keys) = &self.keys else {
+            return Err(self.key_error("it is not encrypted: it has no key slots"));
+        };
+        let slot = new
+            .new_slot(keys, label)
+            .map_err(|e| self.corrupt("a key slot".into(), e))?;
+        let mut config = self.config.clone();
+        if let Some(e) = &mut config.encryption {
+            e.slots.push(slot.clone());
+        }
+        self.write_config(&config).await?;
+        Ok(slot)
+    }
+
+    /// Removes key slot `id`; never the last one.
+    pub async fn remove_slot(&self, id: &str) -> Result<crypto::KeySlot> {
+        let mut config = self.config.clone();
+        let Some(e) = &mut config.encryption else {
+            return Err(self.key_error("it is not encrypted: it has no key slots"));
+        };
+        let Some(at) = e.slots.iter().position(|s| s.id == id) else {
+            return Err(self.key_error(&format!(
+                "it has no key slot {id:?} (`haul key list` shows them)"
+            )));
+        };
+        if e.slots.len() == 1 {
+            return Err(self.key_error(
+                "that is its only key slot: add another first (`haul key add`), or the data can never be read again",
+            ));
+        }
+        let slot = e.slots.remove(at);
+        self.write_config(&config).await?;
+        Ok(slot)
+    }
+
+    fn key_error(&self, reason: &str) -> MoverError {
+        MoverError::Key {
+            url: self.url(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    async fn write_config(&self, config: &RepoConfig) -> Result<()> {
+        config
+            .validate()
+            .map_err(|e| self.corrupt(REPO_CONFIG_PATH.into(), e))?;
+        let json = serde_json::to_vec_pretty(config).expect("config serializes");
+        self.loc
+            .store
+            .put(&self.loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
+            .await
+            .map_err(|e| MoverError::store("write haul-repo.json to", &self.loc.url, e))?;
+        Ok(())
+    }
+
+    /// Is the repository encrypted (format v2 with keys)?
+    pub fn encrypted(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The name chunk `id` is stored under: its keyed id in an encrypted
+    /// repository, the id itself otherwise.
+    pub fn chunk_name(&self, id: &ChunkId) -> ChunkId {
+        match &self.keys {
+            Some(k) => k.chunk_name(id),
+            None => *id,
+        }
+    }
+
+    /// `plain` as stored: sealed as the `kind` object `name` when encrypted.
+    fn seal(&self, kind: Kind, name: &str, plain: Vec<u8>) -> Vec<u8> {
+        match &self.keys {
+            Some(k) => k.seal(kind, name, &plain),
+            None => plain,
+        }
+    }
+
+    /// Stored bytes opened as the `kind` object `name` (checked, when
+    /// encrypted: refused unless sealed as exactly that, here).
+    fn open_sealed(&self, kind: Kind, name: &str, stored: Bytes) -> Result<Bytes> {
+        match &self.keys {
+            Some(k) => k
+                .open(kind, name, &stored)
+                .map(Bytes::from)
+                .map_err(|e| self.corrupt(name.to_owned(), e)),
+            None => Ok(stored),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -251,7 +443,8 @@ impl Repository {
         Ok(self.known_chunks().contains(id))
     }
 
-    /// Every chunk in the repository, listed one `chunks/xx/` folder at a time
+    /// Every chunk in the repository by the name it is stored under (see
+    /// [`Repository::chunk_name`]), listed one `chunks/xx/` folder at a time
     /// with several listings in flight.
     pub async fn list_chunks(&self) -> Result<HashSet<ChunkId>> {
         let sets: Vec<Vec<ChunkId>> = stream::iter(self.chunk_folders().await?)
@@ -288,14 +481,30 @@ impl Repository {
     /// Stores an encoded chunk unless the repository has it. Returns whether
     /// it was uploaded. `plain` is the chunk's plaintext (the payload of a raw chunk).
     pub async fn store_chunk(&self, enc: chunk::Encoded, plain: Bytes) -> Result<bool> {
-        let path = self.loc.path(&haul_manifest::chunk_path(&enc.id));
-        if self.has_chunk(&enc.id, &path).await? {
+        let name = self.chunk_name(&enc.id);
+        let path = self.loc.path(&haul_manifest::chunk_path(&name));
+        if self.has_chunk(&name, &path).await? {
             return Ok(false);
         }
-        let header = Bytes::copy_from_slice(&enc.header);
-        let body = match enc.compressed {
-            Some(c) => PutPayload::from_iter([header, Bytes::from(c)]),
-            None => PutPayload::from_iter([header, plain]),
+        let body = match &self.keys {
+            Some(keys) => {
+                let keys = keys.clone();
+                let sealed = self
+                    .engine
+                    .cpu(move || {
+                        let blob = enc.to_blob(&plain);
+                        keys.seal(Kind::Chunk, &enc.id.to_hex(), &blob)
+                    })
+                    .await?;
+                PutPayload::from(sealed)
+            }
+            None => {
+                let header = Bytes::copy_from_slice(&enc.header);
+                match enc.compressed {
+                    Some(c) => PutPayload::from_iter([header, Bytes::from(c)]),
+                    None => PutPayload::from_iter([header, plain]),
+                }
+            }
         };
         {
             let _r = self.engine.request().await;
@@ -305,7 +514,7 @@ impl Repository {
                 .await
                 .map_err(|e| MoverError::store("upload a chunk to", &self.loc.url, e))?;
         }
-        self.known_chunks().insert(enc.id);
+        self.known_chunks().insert(name);
         Ok(true)
     }
 
@@ -323,7 +532,9 @@ impl Repository {
     /// Reads a chunk and checks it against its id. Missing and damaged
     /// chunks are errors that name the chunk.
     pub async fn read_chunk(&self, id: ChunkId) -> Result<Bytes> {
-        let path = self.loc.path(&haul_manifest::chunk_path(&id));
+        let path = self
+            .loc
+            .path(&haul_manifest::chunk_path(&self.chunk_name(&id)));
         let blob = {
             let _r = self.engine.request().await;
             match self.loc.store.get(&path).await {
@@ -342,15 +553,31 @@ impl Repository {
             e => MoverError::store("read a chunk from", &self.loc.url, e),
         })?;
         let url = self.url();
+        let keys = self.keys.clone();
         self.engine
-            .cpu(move || match chunk::decode(&id, &blob) {
-                Ok(std::borrow::Cow::Borrowed(b)) => Ok(blob.slice_ref(b)),
-                Ok(std::borrow::Cow::Owned(v)) => Ok(Bytes::from(v)),
-                Err(source) => Err(MoverError::Corrupt {
-                    url,
-                    what: format!("chunk {id}"),
-                    source,
-                }),
+            .cpu(move || {
+                let blob = match keys {
+                    Some(k) => match k.open(Kind::Chunk, &id.to_hex(), &blob) {
+                        Ok(plain) => Bytes::from(plain),
+                        Err(source) => {
+                            return Err(MoverError::Corrupt {
+                                url,
+                                what: format!("chunk {id}"),
+                                source,
+                            });
+                        }
+                    },
+                    None => blob,
+                };
+                match chunk::decode(&id, &blob) {
+                    Ok(std::borrow::Cow::Borrowed(b)) => Ok(blob.slice_ref(b)),
+                    Ok(std::borrow::Cow::Owned(v)) => Ok(Bytes::from(v)),
+                    Err(source) => Err(MoverError::Corrupt {
+                        url,
+                        what: format!("chunk {id}"),
+                        source,
+                    }),
+                }
             })
             .await?
     }
@@ -433,6 +660,7 @@ impl Repository {
             },
             e => MoverError::store("read a snapshot from", &self.loc.url, e),
         })?;
+        let bytes = self.open_sealed(Kind::Snapshot, &id.to_string(), bytes)?;
         Snapshot::from_json(&bytes, &format!("snapshot {id}"))
             .map_err(|e| self.corrupt(format!("snapshot {id}"), e))
     }
@@ -493,6 +721,7 @@ impl Repository {
     pub async fn write_snapshot(&self, snap: &Snapshot) -> Result<()> {
         let path = self.loc.path(&haul_manifest::snapshot_path(&snap.id));
         let json = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
+        let json = self.seal(Kind::Snapshot, &snap.id.to_string(), json);
         let written = self
             .loc
             .store
@@ -536,13 +765,7 @@ impl Repository {
             run.kind.as_str(),
             run.snapshot
         );
-        let json = serde_json::to_vec_pretty(run).expect("run serializes");
-        self.loc
-            .store
-            .put(&self.loc.path(&name), PutPayload::from(json))
-            .await
-            .map_err(|e| MoverError::store("write a run record to", &self.loc.url, e))?;
-        Ok(())
+        self.write_json(&name, run).await
     }
 
     /// The newest `limit` run records of `kind`, oldest first. Records that
@@ -599,15 +822,17 @@ impl Repository {
             Err(e) => Err(e),
         };
         match bytes {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                self.corrupt(
-                    rel.to_owned(),
-                    haul_manifest::FormatError::Json {
-                        what: rel.into(),
-                        source: e,
-                    },
-                )
-            }),
+            Ok(b) => serde_json::from_slice(&self.open_sealed(Kind::Record, rel, b)?)
+                .map(Some)
+                .map_err(|e| {
+                    self.corrupt(
+                        rel.to_owned(),
+                        haul_manifest::FormatError::Json {
+                            what: rel.into(),
+                            source: e,
+                        },
+                    )
+                }),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(MoverError::store("read from", &self.loc.url, e)),
         }
@@ -615,6 +840,7 @@ impl Repository {
 
     pub async fn write_json<T: serde::Serialize>(&self, rel: &str, value: &T) -> Result<()> {
         let json = serde_json::to_vec_pretty(value).expect("document serializes");
+        let json = self.seal(Kind::Record, rel, json);
         self.loc
             .store
             .put(&self.loc.path(rel), PutPayload::from(json))
@@ -723,7 +949,7 @@ mod tests {
             store,
             Path::default(),
         );
-        Repository::init(loc, Engine::new(Limits::default()))
+        Repository::init(loc, Engine::new(Limits::default()), None)
             .await
             .unwrap()
     }

@@ -98,7 +98,7 @@ pub async fn verify(
     let present = repo.list_chunks().await?;
     let mut missing: Vec<ChunkId> = wanted
         .iter()
-        .filter(|id| !present.contains(id))
+        .filter(|id| !present.contains(&repo.chunk_name(id)))
         .copied()
         .collect();
     missing.sort();
@@ -107,7 +107,7 @@ pub async fn verify(
     if read_data {
         let mut to_read: Vec<ChunkId> = wanted
             .into_iter()
-            .filter(|id| present.contains(id))
+            .filter(|id| present.contains(&repo.chunk_name(id)))
             .collect();
         to_read.sort();
         repo.engine

@@ -35,7 +35,11 @@ async fn interruptible(
 
 pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
     match cli.command {
-        Command::Init { repo } => interruptible(&ctx, init(&ctx, &repo)).await,
+        Command::Init {
+            repo,
+            insecure_no_encryption,
+        } => interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption)).await,
+        Command::Key { cmd } => interruptible(&ctx, key(&ctx, cmd)).await,
         Command::Backup {
             source,
             repo,
@@ -142,28 +146,150 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
     }
 }
 
-async fn init(ctx: &Context, raw: &str) -> Result<Outcome> {
+async fn init(ctx: &Context, raw: &str, insecure: bool) -> Result<Outcome> {
+    let cred = crate::keys::from_env()?;
+    match (&cred, insecure) {
+        (None, false) => {
+            return Err(CliError::Usage(format!(
+                "no key to encrypt the repository with: set one of {} (`haul key generate FILE` \
+                 makes a key file), or pass --insecure-no-encryption for a throwaway repository",
+                crate::keys::KEY_VARS.join(", ")
+            )));
+        }
+        (Some(_), true) => {
+            return Err(CliError::Usage(
+                "--insecure-no-encryption, but a key is set in the environment: choose one".into(),
+            ));
+        }
+        _ => {}
+    }
     let loc = ctx.open(raw, true)?;
-    let repo = Repository::init(loc, ctx.engine()).await?;
+    let repo = Repository::init(loc, ctx.engine(), cred.as_ref()).await?;
     #[derive(Serialize)]
     struct Out<'a> {
         repository: String,
         id: String,
+        encrypted: bool,
         config: &'a haul_manifest::RepoConfig,
     }
     let out = Out {
         repository: repo.url(),
         id: repo.config().id.to_string(),
+        encrypted: repo.encrypted(),
         config: repo.config(),
     };
     emit(ctx.json, &out, |w| {
+        if !out.encrypted {
+            writeln!(
+                w,
+                "NOT ENCRYPTED: whoever reads this repository reads its data"
+            )?;
+        }
         writeln!(w, "created repository {} (id {})", out.repository, out.id)
     });
     Ok(Outcome::Done)
 }
 
+/// `haul key list | add | remove | generate`.
+async fn key(ctx: &Context, cmd: crate::args::KeyCmd) -> Result<Outcome> {
+    use crate::args::KeyCmd;
+    use crate::keys;
+    use haul_manifest::crypto::Credential;
+    #[derive(Serialize)]
+    struct Slots<'a> {
+        repository: String,
+        encrypted: bool,
+        slots: &'a [haul_manifest::crypto::KeySlot],
+    }
+    match cmd {
+        KeyCmd::Generate { file } => {
+            keys::generate(&file)?;
+            #[derive(Serialize)]
+            struct Out {
+                key_file: String,
+            }
+            let out = Out {
+                key_file: file.display().to_string(),
+            };
+            emit(ctx.json, &out, |w| {
+                writeln!(
+                    w,
+                    "wrote a new key file {} (mode 0600): keep a copy away from the repository",
+                    out.key_file
+                )
+            });
+        }
+        KeyCmd::List { repo } => {
+            let repo = ctx.repo(&ctx.repo_url(&repo, true)?).await?;
+            let out = Slots {
+                repository: repo.url(),
+                encrypted: repo.encrypted(),
+                slots: repo.slots(),
+            };
+            emit(ctx.json, &out, |w| {
+                if !out.encrypted {
+                    return writeln!(w, "{} is NOT ENCRYPTED: it has no keys", out.repository);
+                }
+                writeln!(w, "{:<8}  {:<9} {:<23}  LABEL", "ID", "KIND", "ADDED")?;
+                for s in out.slots {
+                    writeln!(w, "{}", keys::describe(s))?;
+                }
+                Ok(())
+            });
+        }
+        KeyCmd::Add {
+            repo,
+            new_password_file,
+            new_password_command,
+            new_key_file,
+            label,
+        } => {
+            let new = match (new_password_file, new_password_command, new_key_file) {
+                (Some(f), _, _) => {
+                    Credential::Password(keys::password_file(&f, "--new-password-file")?)
+                }
+                (_, Some(c), _) => {
+                    Credential::Password(keys::password_command(&c, "--new-password-command")?)
+                }
+                (_, _, Some(f)) => Credential::KeyFile(keys::key_file(&f, "--new-key-file")?),
+                _ => {
+                    return Err(CliError::Usage(
+                        "say what the new key is: --new-password-file, --new-password-command or --new-key-file"
+                            .into(),
+                    ));
+                }
+            };
+            let repo = ctx.repo(&ctx.repo_url(&repo, true)?).await?;
+            let slot = repo.add_slot(&new, &label).await?;
+            emit(ctx.json, &slot, |w| {
+                writeln!(w, "added key slot {}", keys::describe(&slot))
+            });
+        }
+        KeyCmd::Remove { repo, id } => {
+            let repo = ctx.repo(&ctx.repo_url(&repo, true)?).await?;
+            let slot = repo.remove_slot(&id).await?;
+            emit(ctx.json, &slot, |w| {
+                writeln!(w, "removed key slot {}", keys::describe(&slot))
+            });
+        }
+    }
+    Ok(Outcome::Done)
+}
+
 async fn snapshots(ctx: &Context, repo_url: &str) -> Result<Outcome> {
     let repo = ctx.repo(repo_url).await?;
+    if !ctx.json && !repo.encrypted() {
+        say(&format!(
+            "note: {} is NOT ENCRYPTED (format v{}{})",
+            repo.url(),
+            repo.config().version,
+            if repo.config().version >= 2 {
+                ", made with --insecure-no-encryption"
+            } else {
+                ""
+            }
+        ));
+    }
     let snaps = repo.snapshots().await?;
     #[derive(Serialize)]
     struct Row {
