@@ -13,6 +13,10 @@ so two builds, or one build under two settings, run in the same loop:
 
     python3 benches/ab.py 3 old=/tmp/haul-old new=target/release/haul
     python3 benches/ab.py 3 one=target/release/haul:MALLOC_ARENA_MAX=1 two=target/release/haul:MALLOC_ARENA_MAX=2
+    python3 benches/ab.py 3 sealed=target/release/haul plain=target/release/haul:HAUL_KEY_FILE= --raw
+
+Repositories are encrypted with the harness's key file; a variant with
+`HAUL_KEY_FILE=` (empty) gets an unencrypted one (--insecure-no-encryption).
 
 --local backs up the local files instead of the source bucket; --raw adds
 the raw-client probe (s3probe copy, or upload with --local) as a variant.

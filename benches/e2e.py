@@ -270,7 +270,9 @@ class Bench:
     def haul_full(self, source):
         """One timed full backup of `source` into a fresh repository."""
         repo = self.bucket("repo")
-        self.run(self.haul("init", f"s3://{repo}"))
+        # A variant with HAUL_KEY_FILE= (empty) measures an unencrypted repository.
+        plain = self.env.get("HAUL_KEY_FILE") == ""
+        self.run(self.haul("init", *(["--insecure-no-encryption"] if plain else []), f"s3://{repo}"))
         r = self.timed(self.haul("backup", "--source", source, "--repo", f"s3://{repo}"))
         self.drop(repo)
         return r

@@ -112,22 +112,28 @@ impl Keys {
 
     /// `plain` sealed as the `kind` object named `name`.
     pub fn seal(&self, kind: Kind, name: &str, plain: &[u8]) -> Vec<u8> {
+        self.seal_parts(kind, name, &[plain])
+    }
+
+    /// The concatenation of `parts` sealed as the `kind` object `name`,
+    /// encrypted in place in the one buffer returned (a chunk's header and
+    /// payload, without a copy of their concatenation first).
+    pub fn seal_parts(&self, kind: Kind, name: &str, parts: &[&[u8]]) -> Vec<u8> {
+        use chacha20poly1305::aead::AeadInPlace;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut chacha20poly1305::aead::OsRng);
         let aad = self.aad(kind, name);
-        let ct = self
-            .seal
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
-            .expect("XChaCha20-Poly1305 seals any length haul writes");
-        let mut out = Vec::with_capacity(OVERHEAD + plain.len());
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = Vec::with_capacity(OVERHEAD + len);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        let tag = self
+            .seal
+            .encrypt_in_place_detached(&nonce, &aad, &mut out[MAGIC.len() + NONCE_LEN..])
+            .expect("XChaCha20-Poly1305 seals any length haul writes");
+        out.extend_from_slice(&tag);
         out
     }
 
@@ -143,20 +149,21 @@ impl Keys {
         }
         let nonce = XNonce::from_slice(&sealed[4..4 + NONCE_LEN]);
         let aad = self.aad(kind, name);
-        self.seal
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[4 + NONCE_LEN..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                refused(
-                    "it fails authentication: altered, moved from another name or repository, \
-                     or sealed with another key",
-                )
-            })
+        let body = &sealed[4 + NONCE_LEN..sealed.len() - TAG_LEN];
+        let tag = chacha20poly1305::Tag::from_slice(&sealed[sealed.len() - TAG_LEN..]);
+        let mut plain = body.to_vec();
+        {
+            use chacha20poly1305::aead::AeadInPlace;
+            self.seal
+                .decrypt_in_place_detached(nonce, &aad, &mut plain, tag)
+                .map_err(|_| {
+                    refused(
+                        "it fails authentication: altered, moved from another name or repository, \
+                         or sealed with another key",
+                    )
+                })?;
+        }
+        Ok(plain)
     }
 
     /// The name a chunk is stored under: its id, keyed.

@@ -492,8 +492,8 @@ impl Repository {
                 let sealed = self
                     .engine
                     .cpu(move || {
-                        let blob = enc.to_blob(&plain);
-                        keys.seal(Kind::Chunk, &enc.id.to_hex(), &blob)
+                        let payload = enc.compressed.as_deref().unwrap_or(&plain);
+                        keys.seal_parts(Kind::Chunk, &enc.id.to_hex(), &[&enc.header, payload])
                     })
                     .await?;
                 PutPayload::from(sealed)
