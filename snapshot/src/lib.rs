@@ -17,6 +17,7 @@
 //! refresh          a running cluster from a snapshot: side databases restored live ─▶ pause ─▶
 //!                  final bucket pass ─▶ swap by rename ─▶ resume (seconds of downtime)
 //! resume           pause records of runs that died ─▶ their clusters resumed (haul resume; every backup first)
+//! retention        which snapshots a policy keeps, and why (haul forget, next)
 //! ```
 //!
 //! A snapshot root is written only after everything it names is stored, so
@@ -34,6 +35,7 @@ pub mod predict;
 pub mod refresh;
 pub mod restore;
 pub mod resume;
+pub mod retention;
 pub mod runs;
 mod units;
 mod window;
