@@ -18,3 +18,4 @@ mod golden;
 mod lanes;
 mod proxy_faults;
 mod refresh;
+mod retention;

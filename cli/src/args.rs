@@ -145,6 +145,56 @@ pub enum Command {
         insecure_no_encryption: bool,
     },
 
+    /// Forget snapshots: those a retention policy does not keep, or those named.
+    ///
+    /// A policy (flags, or the config file's [retention] section) keeps a
+    /// snapshot when any rule keeps it: the N newest (--keep-last); the
+    /// newest of each of the N newest hours, days, ISO weeks, months or
+    /// years that hold one (--keep-hourly ... --keep-yearly, in UTC); every
+    /// one within a duration of the newest (--keep-within); every one with a
+    /// label (--keep-label). It applies to each source on its own (bucket
+    /// and databases), so one repository can serve several clusters.
+    /// Forgetting removes snapshot roots only: the chunks they alone
+    /// referenced stay until prune reclaims them (not in this version yet).
+    #[command(after_help = "Examples:
+  haul forget -r s3://backups/pachyderm --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
+  haul forget -c prod.toml                       # the [retention] section's policy
+  haul forget -r s3://backups/pachyderm 3f9a1c2e  # one snapshot, by id or prefix")]
+    Forget {
+        /// Snapshots to forget (id or prefix); instead of a policy.
+        #[arg(value_name = "SNAPSHOT")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Keep the N newest snapshots.
+        #[arg(long, value_name = "N")]
+        keep_last: Option<usize>,
+        /// Keep the newest snapshot of each of the N newest hours that hold one.
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<usize>,
+        /// Keep the newest snapshot of each of the N newest days (UTC) that hold one.
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<usize>,
+        /// Keep the newest snapshot of each of the N newest ISO weeks that hold one.
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<usize>,
+        /// Keep the newest snapshot of each of the N newest months that hold one.
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<usize>,
+        /// Keep the newest snapshot of each of the N newest years that hold one.
+        #[arg(long, value_name = "N")]
+        keep_yearly: Option<usize>,
+        /// Keep every snapshot this close to the newest (e.g. 30d, 12h).
+        #[arg(long, value_name = "DURATION")]
+        keep_within: Option<String>,
+        /// Keep every snapshot with this label (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        keep_label: Vec<String>,
+        /// Say what would go and why each kept snapshot is kept; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+
     /// Manage the keys that open an encrypted repository.
     ///
     /// The repository's master key is wrapped by one or more key slots, each

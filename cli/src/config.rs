@@ -82,6 +82,21 @@ pub struct RestoreSection {
     pub drop_previous: bool,
 }
 
+/// `[retention]`: what `haul forget` keeps (the `--keep-*` flags replace it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    pub keep_last: Option<usize>,
+    pub keep_hourly: Option<usize>,
+    pub keep_daily: Option<usize>,
+    pub keep_weekly: Option<usize>,
+    pub keep_monthly: Option<usize>,
+    pub keep_yearly: Option<usize>,
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_labels: BTreeMap<String, String>,
+}
+
 /// The sections of the config file haul-cli reads itself.
 #[derive(Debug, Default, Deserialize)]
 pub struct FileConfig {
@@ -89,6 +104,8 @@ pub struct FileConfig {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub restore: RestoreSection,
+    #[serde(default)]
+    pub retention: RetentionSection,
     /// Read by the mover (`StoreConfig`).
     #[serde(default, rename = "store")]
     _store: Vec<toml::Value>,
@@ -133,10 +150,10 @@ pub fn merge_databases(file: &BTreeMap<String, String>, flags: &[String]) -> Vec
         .collect()
 }
 
-/// `90s`, `5m`, `1h30m`, `2m30s`, `500ms`, or plain seconds (`45`, `0.5`).
+/// `90s`, `5m`, `1h30m`, `2m30s`, `500ms`, `30d`, `2w`, or plain seconds (`45`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let bad = || format!("{s:?} is not a duration: write e.g. 90s, 5m, 1h30m");
+    let bad = || format!("{s:?} is not a duration: write e.g. 90s, 5m, 1h30m, 30d");
     if let Ok(secs) = s.parse::<f64>() {
         return if secs.is_finite() && secs >= 0.0 {
             Ok(Duration::from_secs_f64(secs))
@@ -156,6 +173,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
         let unit = match &rest[..letters] {
+            "w" => 7.0 * 86400.0,
+            "d" => 86400.0,
             "h" => 3600.0,
             "m" => 60.0,
             "s" => 1.0,
@@ -184,7 +203,9 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m30s"), Ok(Duration::from_secs(150)));
-        for bad in ["", "5x", "m", "5m3", "-1", "1d"] {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_duration("2w1d"), Ok(Duration::from_secs(15 * 86400)));
+        for bad in ["", "5x", "m", "5m3", "-1", "1y"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -40,6 +40,32 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             insecure_no_encryption,
         } => interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption)).await,
         Command::Key { cmd } => interruptible(&ctx, key(&ctx, cmd)).await,
+        Command::Forget {
+            ids,
+            repo,
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_label,
+            dry_run,
+        } => {
+            let flags = KeepFlags {
+                last: keep_last,
+                hourly: keep_hourly,
+                daily: keep_daily,
+                weekly: keep_weekly,
+                monthly: keep_monthly,
+                yearly: keep_yearly,
+                within: keep_within,
+                labels: keep_label,
+            };
+            let repo_url = ctx.repo_url(&repo, false)?;
+            interruptible(&ctx, forget(&ctx, &repo_url, &ids, flags, dry_run)).await
+        }
         Command::Backup {
             source,
             repo,
@@ -186,6 +212,207 @@ async fn init(ctx: &Context, raw: &str, insecure: bool) -> Result<Outcome> {
             )?;
         }
         writeln!(w, "created repository {} (id {})", out.repository, out.id)
+    });
+    Ok(Outcome::Done)
+}
+
+/// `haul forget`'s `--keep-*` flags, as typed.
+struct KeepFlags {
+    last: Option<usize>,
+    hourly: Option<usize>,
+    daily: Option<usize>,
+    weekly: Option<usize>,
+    monthly: Option<usize>,
+    yearly: Option<usize>,
+    within: Option<String>,
+    labels: Vec<String>,
+}
+
+impl KeepFlags {
+    fn any(&self) -> bool {
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .any(Option::is_some)
+            || self.within.is_some()
+            || !self.labels.is_empty()
+    }
+
+    /// The policy: these flags when any is given, else the file's
+    /// `[retention]` section.
+    fn policy(
+        &self,
+        file: &crate::config::RetentionSection,
+    ) -> Result<haul_snapshot::retention::Policy> {
+        use haul_snapshot::retention::Policy;
+        let within = |s: &str| {
+            parse_duration(s).map_err(CliError::Usage).and_then(|d| {
+                chrono::Duration::from_std(d)
+                    .map_err(|_| CliError::Usage(format!("{s:?} is too long a duration")))
+            })
+        };
+        let p = if self.any() {
+            let mut labels = Vec::new();
+            for l in &self.labels {
+                let (k, v) = l.split_once('=').ok_or_else(|| {
+                    CliError::Usage(format!("--keep-label {l:?}: write KEY=VALUE"))
+                })?;
+                labels.push((k.to_owned(), v.to_owned()));
+            }
+            Policy {
+                last: self.last.unwrap_or(0),
+                hourly: self.hourly.unwrap_or(0),
+                daily: self.daily.unwrap_or(0),
+                weekly: self.weekly.unwrap_or(0),
+                monthly: self.monthly.unwrap_or(0),
+                yearly: self.yearly.unwrap_or(0),
+                within: self.within.as_deref().map(within).transpose()?,
+                labels,
+            }
+        } else {
+            Policy {
+                last: file.keep_last.unwrap_or(0),
+                hourly: file.keep_hourly.unwrap_or(0),
+                daily: file.keep_daily.unwrap_or(0),
+                weekly: file.keep_weekly.unwrap_or(0),
+                monthly: file.keep_monthly.unwrap_or(0),
+                yearly: file.keep_yearly.unwrap_or(0),
+                within: file.keep_within.as_deref().map(within).transpose()?,
+                labels: file
+                    .keep_labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        };
+        if p.is_empty() {
+            return Err(CliError::Usage(
+                "no retention policy: give --keep-last, --keep-daily, ... (or a [retention] section), \
+                 or name the snapshots to forget"
+                    .into(),
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// `haul forget`: snapshot roots a policy does not keep, or those named.
+async fn forget(
+    ctx: &Context,
+    repo_url: &str,
+    ids: &[String],
+    flags: KeepFlags,
+    dry_run: bool,
+) -> Result<Outcome> {
+    use haul_snapshot::retention::{self, Decision};
+    let repo = ctx.repo(repo_url).await?;
+    let snaps = repo.snapshots().await?;
+    let decisions: Vec<Decision> = if ids.is_empty() {
+        let policy = flags.policy(&ctx.file.retention)?;
+        retention::apply(&policy, &snaps)
+    } else {
+        if flags.any() {
+            return Err(CliError::Usage(
+                "name snapshots or give a policy (--keep-*), not both".into(),
+            ));
+        }
+        let mut named = std::collections::HashSet::new();
+        for spec in ids {
+            named.insert(repo.find_snapshot(spec).await?.id);
+        }
+        snaps
+            .iter()
+            .map(|s| Decision {
+                id: s.id,
+                time: s.time,
+                source: retention::source_of(s),
+                reasons: if named.contains(&s.id) {
+                    Vec::new()
+                } else {
+                    vec!["not named".into()]
+                },
+            })
+            .collect()
+    };
+    let gone: Vec<&Decision> = decisions.iter().filter(|d| !d.kept()).collect();
+    let mut removed = 0u64;
+    if !dry_run {
+        for d in &gone {
+            repo.delete(&haul_manifest::snapshot_path(&d.id)).await?;
+            removed += 1;
+        }
+    }
+    #[derive(Serialize)]
+    struct Row<'a> {
+        id: String,
+        time: String,
+        source: &'a str,
+        keep: bool,
+        reasons: &'a [String],
+    }
+    #[derive(Serialize)]
+    struct Out<'a> {
+        repository: String,
+        dry_run: bool,
+        snapshots_removed: u64,
+        snapshots_kept: usize,
+        snapshots: Vec<Row<'a>>,
+    }
+    let out = Out {
+        repository: repo.url(),
+        dry_run,
+        snapshots_removed: removed,
+        snapshots_kept: decisions.len() - gone.len(),
+        snapshots: decisions
+            .iter()
+            .map(|d| Row {
+                id: d.id.to_string(),
+                time: d.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                source: &d.source,
+                keep: d.kept(),
+                reasons: &d.reasons,
+            })
+            .collect(),
+    };
+    emit(ctx.json, &out, |w| {
+        let mut source = "";
+        for r in &out.snapshots {
+            if r.source != source {
+                source = r.source;
+                writeln!(w, "{source}")?;
+            }
+            if r.keep {
+                writeln!(
+                    w,
+                    "  keep    {}  {}  {}",
+                    r.id,
+                    r.time,
+                    r.reasons.join(", ")
+                )?;
+            } else {
+                writeln!(w, "  forget  {}  {}", r.id, r.time)?;
+            }
+        }
+        if out.dry_run {
+            writeln!(
+                w,
+                "dry run: {} snapshot(s) would be forgotten, {} kept",
+                gone.len(),
+                out.snapshots_kept
+            )
+        } else {
+            writeln!(
+                w,
+                "forgot {} snapshot(s), kept {} (their chunks stay until prune, not in this version yet)",
+                out.snapshots_removed, out.snapshots_kept
+            )
+        }
     });
     Ok(Outcome::Done)
 }
