@@ -50,15 +50,12 @@ fn credential(var: &str, value: &str) -> Result<Credential> {
 /// A password file's first line.
 pub fn password_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     let bytes = read_private(path, what)?;
-    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        return Err(CliError::Usage(format!(
+    first_line(&bytes).ok_or_else(|| {
+        CliError::Usage(format!(
             "{what}: {} holds no password on its first line",
             path.display()
-        )));
-    }
-    Ok(line.to_vec())
+        ))
+    })
 }
 
 /// What a command prints on its first line (run with `sh -c`).
@@ -75,14 +72,16 @@ pub fn password_command(cmd: &str, what: &str) -> Result<Vec<u8>> {
             out.status
         )));
     }
-    let line = out.stdout.split(|b| *b == b'\n').next().unwrap_or_default();
+    first_line(&out.stdout)
+        .ok_or_else(|| CliError::Usage(format!("{what}: the command printed no password")))
+}
+
+/// The first line of `text` (without `\n` or `\r\n`), if not empty: a
+/// password as a file or a command gives it.
+fn first_line(text: &[u8]) -> Option<Vec<u8>> {
+    let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        return Err(CliError::Usage(format!(
-            "{what}: the command printed no password"
-        )));
-    }
-    Ok(line.to_vec())
+    (!line.is_empty()).then(|| line.to_vec())
 }
 
 /// A key file's bytes.

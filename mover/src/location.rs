@@ -489,13 +489,7 @@ impl StoreConfig {
         s3: &object_store::aws::AmazonS3,
     ) -> Result<SdkS3> {
         use object_store::aws::AmazonS3ConfigKey as K;
-        let ca_bundle = match self.var("AWS_CA_BUNDLE") {
-            Some(path) => Some(std::fs::read(&path).map_err(|source| MoverError::Io {
-                what: format!("cannot read AWS_CA_BUNDLE {path}"),
-                source,
-            })?),
-            None => None,
-        };
+        let ca_bundle = self.ca_bundle()?.map(|(_, pem)| pem);
         let settings = SdkSettings {
             bucket: url.bucket.clone(),
             region: b
@@ -763,6 +757,18 @@ impl StoreConfig {
         Ok(out)
     }
 
+    /// The CA bundle AWS_CA_BUNDLE names, read: its path and PEM bytes.
+    fn ca_bundle(&self) -> Result<Option<(String, Vec<u8>)>> {
+        let Some(path) = self.var("AWS_CA_BUNDLE") else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(&path).map_err(|source| MoverError::Io {
+            what: format!("cannot read AWS_CA_BUNDLE {path}"),
+            source,
+        })?;
+        Ok(Some((path, pem)))
+    }
+
     /// HTTP client options: the CA bundle operators point AWS tools at, and
     /// timeouts suited to multi-megabyte transfers.
     fn client_options(&self) -> Result<ClientOptions> {
@@ -771,11 +777,7 @@ impl StoreConfig {
             .with_read_timeout(STALL_TIMEOUT)
             .with_connect_timeout(Duration::from_secs(10))
             .with_pool_max_idle_per_host(64);
-        if let Some(bundle) = self.var("AWS_CA_BUNDLE") {
-            let pem = std::fs::read(&bundle).map_err(|source| MoverError::Io {
-                what: format!("cannot read AWS_CA_BUNDLE {bundle}"),
-                source,
-            })?;
+        if let Some((bundle, pem)) = self.ca_bundle()? {
             let certs = Certificate::from_pem_bundle(&pem).map_err(|e| MoverError::Config {
                 path: bundle.clone(),
                 reason: format!("AWS_CA_BUNDLE is not a PEM bundle: {e}"),

@@ -109,7 +109,7 @@ fn unlock(
         url: loc.url.to_string(),
         reason,
     };
-    let enc = match (&config.encryption, cred) {
+    let (enc, cred) = match (&config.encryption, cred) {
         (None, None) => return Ok(None),
         (None, Some(_)) => {
             return Err(key_error(format!(
@@ -126,9 +126,8 @@ fn unlock(
         (Some(_), None) => {
             return Err(key_error("it is encrypted, and no key was given".into()));
         }
-        (Some(e), Some(_)) => e,
+        (Some(e), Some(c)) => (e, c),
     };
-    let cred = cred.expect("matched above");
     let master = cred
         .unlock(&config.id, &enc.slots)
         .map_err(|e| MoverError::format(loc.url.to_string(), REPO_CONFIG_PATH, e))?;

@@ -215,15 +215,11 @@ impl SdkS3 {
                 {
                     continue;
                 }
-                let modified = o
-                    .last_modified()
-                    .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
                 out.push(Ok(RawObject {
                     key,
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().map(str::to_owned),
-                    modified,
+                    modified: time(o.last_modified()),
                 }));
             }
             match page.next_continuation_token() {
@@ -250,10 +246,7 @@ impl SdkS3 {
             key: key.to_owned(),
             size: h.content_length().unwrap_or(0).max(0) as u64,
             etag: h.e_tag().map(str::to_owned),
-            modified: h
-                .last_modified()
-                .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-                .unwrap_or(DateTime::<Utc>::MIN_UTC),
+            modified: time(h.last_modified()),
         })
     }
 
@@ -497,6 +490,12 @@ impl Failed {
             transient: false,
         }
     }
+}
+
+/// An S3 time as chrono's; the earliest time when the store sent none.
+fn time(t: Option<&aws_sdk_s3::primitives::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn generic(

@@ -244,12 +244,26 @@ impl KeepFlags {
             || !self.labels.is_empty()
     }
 
-    /// The policy: these flags when any is given, else the file's
-    /// `[retention]` section.
-    fn policy(
-        &self,
-        file: &crate::config::RetentionSection,
-    ) -> Result<haul_snapshot::retention::Policy> {
+    /// The config file's `[retention]` section, as if given as flags.
+    fn from_file(file: &crate::config::RetentionSection) -> Self {
+        Self {
+            last: file.keep_last,
+            hourly: file.keep_hourly,
+            daily: file.keep_daily,
+            weekly: file.keep_weekly,
+            monthly: file.keep_monthly,
+            yearly: file.keep_yearly,
+            within: file.keep_within.clone(),
+            labels: file
+                .keep_labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        }
+    }
+
+    /// The policy these flags give.
+    fn policy(&self) -> Result<haul_snapshot::retention::Policy> {
         use haul_snapshot::retention::Policy;
         let within = |s: &str| {
             parse_duration(s).map_err(CliError::Usage).and_then(|d| {
@@ -257,39 +271,22 @@ impl KeepFlags {
                     .map_err(|_| CliError::Usage(format!("{s:?} is too long a duration")))
             })
         };
-        let p = if self.any() {
-            let mut labels = Vec::new();
-            for l in &self.labels {
-                let (k, v) = l.split_once('=').ok_or_else(|| {
-                    CliError::Usage(format!("--keep-label {l:?}: write KEY=VALUE"))
-                })?;
-                labels.push((k.to_owned(), v.to_owned()));
-            }
-            Policy {
-                last: self.last.unwrap_or(0),
-                hourly: self.hourly.unwrap_or(0),
-                daily: self.daily.unwrap_or(0),
-                weekly: self.weekly.unwrap_or(0),
-                monthly: self.monthly.unwrap_or(0),
-                yearly: self.yearly.unwrap_or(0),
-                within: self.within.as_deref().map(within).transpose()?,
-                labels,
-            }
-        } else {
-            Policy {
-                last: file.keep_last.unwrap_or(0),
-                hourly: file.keep_hourly.unwrap_or(0),
-                daily: file.keep_daily.unwrap_or(0),
-                weekly: file.keep_weekly.unwrap_or(0),
-                monthly: file.keep_monthly.unwrap_or(0),
-                yearly: file.keep_yearly.unwrap_or(0),
-                within: file.keep_within.as_deref().map(within).transpose()?,
-                labels: file
-                    .keep_labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }
+        let mut labels = Vec::new();
+        for l in &self.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--keep-label {l:?}: write KEY=VALUE")))?;
+            labels.push((k.to_owned(), v.to_owned()));
+        }
+        let p = Policy {
+            last: self.last.unwrap_or(0),
+            hourly: self.hourly.unwrap_or(0),
+            daily: self.daily.unwrap_or(0),
+            weekly: self.weekly.unwrap_or(0),
+            monthly: self.monthly.unwrap_or(0),
+            yearly: self.yearly.unwrap_or(0),
+            within: self.within.as_deref().map(within).transpose()?,
+            labels,
         };
         if p.is_empty() {
             return Err(CliError::Usage(
@@ -314,7 +311,13 @@ async fn forget(
     let repo = ctx.repo(repo_url).await?;
     let snaps = repo.snapshots().await?;
     let decisions: Vec<Decision> = if ids.is_empty() {
-        let policy = flags.policy(&ctx.file.retention)?;
+        // The flags when any is given, else the config file's section.
+        let flags = if flags.any() {
+            flags
+        } else {
+            KeepFlags::from_file(&ctx.file.retention)
+        };
+        let policy = flags.policy()?;
         retention::apply(&policy, &snaps)
     } else {
         if flags.any() {
