@@ -69,51 +69,82 @@ async fn suite(loc: Location) {
         .expect("range");
     assert_eq!(&got[..], &big[100..5_000_100]);
 
-    // The chunk repository: write once, read verified, list, detect damage.
-    let repo_loc = loc.child("repo");
-    let repo = Repository::init(repo_loc.clone(), Engine::new(Limits::default()), None)
-        .await
-        .expect("init");
-    let text = Bytes::from("manifest line\n".repeat(1000));
-    let (id, uploaded) = repo.put_plain(text.clone()).await.expect("put chunk");
-    assert!(
-        uploaded > 0 && uploaded < text.len() as u64,
-        "compressible chunk is stored compressed"
-    );
-    let (again, uploaded2) = repo.put_plain(text.clone()).await.expect("put again");
-    assert_eq!(
-        (again, uploaded2),
-        (id, 0),
-        "an existing chunk is not uploaded again"
-    );
-    assert_eq!(repo.read_chunk(id).await.expect("read"), text);
-    let reopened = Repository::open(repo_loc.clone(), Engine::new(Limits::default()), None)
-        .await
-        .expect("open");
-    assert!(
-        reopened
-            .list_chunks()
-            .await
-            .expect("list chunks")
-            .contains(&id)
-    );
-    let chunk_path = repo_loc.path(&haul_manifest::chunk_path(&id));
-    repo_loc
-        .store
-        .put(
-            &chunk_path,
-            PutPayload::from_static(b"HLCK\x01\x01garbage-garbage"),
+    // The chunk repository: write once, read verified, list, detect
+    // damage; with the chunk loose, and packed.
+    for packed in [false, true] {
+        let repo_loc = loc.child(if packed { "repo-packed" } else { "repo" });
+        let mut config = haul_manifest::RepoConfig::new(
+            haul_manifest::RepoId::from_random([packed as u8; 16]),
+            chrono::Utc::now(),
+        );
+        if !packed {
+            config.pack = None;
+        }
+        let repo = Repository::init_with(
+            repo_loc.clone(),
+            Engine::new(Limits::default()),
+            None,
+            config,
         )
         .await
-        .expect("damage");
-    assert!(matches!(
-        reopened.read_chunk(id).await,
-        Err(MoverError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        Repository::init(repo_loc.clone(), Engine::new(Limits::default()), None).await,
-        Err(MoverError::NotEmpty { .. })
-    ));
+        .expect("init");
+        let text = Bytes::from("manifest line\n".repeat(1000));
+        let (id, uploaded) = repo.put_plain(text.clone()).await.expect("put chunk");
+        assert!(
+            uploaded > 0 && uploaded < text.len() as u64,
+            "compressible chunk is stored compressed"
+        );
+        let (again, uploaded2) = repo.put_plain(text.clone()).await.expect("put again");
+        assert_eq!(
+            (again, uploaded2),
+            (id, 0),
+            "an existing chunk is not uploaded again"
+        );
+        // Packed: read while its pack is still in memory (written first).
+        assert_eq!(repo.read_chunk(id).await.expect("read"), text);
+        repo.flush_packs().await.expect("flush");
+        let reopened = Repository::open(repo_loc.clone(), Engine::new(Limits::default()), None)
+            .await
+            .expect("open");
+        assert!(
+            reopened
+                .list_chunks()
+                .await
+                .expect("list chunks")
+                .contains(&id)
+        );
+        assert_eq!(reopened.read_chunk(id).await.expect("read"), text);
+        // Damage: the loose chunk overwritten, or its pack cut short.
+        let damaged = if packed {
+            let packs: Vec<_> = repo_loc
+                .store
+                .list(Some(&repo_loc.path(haul_manifest::pack::PACKS_DIR)))
+                .try_collect()
+                .await
+                .expect("list packs");
+            assert_eq!(packs.len(), 1, "{packs:?}");
+            repo_loc.relative(&packs[0].location)
+        } else {
+            haul_manifest::chunk_path(&id)
+        };
+        repo_loc
+            .store
+            .put(
+                &repo_loc.path(&damaged),
+                PutPayload::from_static(b"HLCK\x01\x01garbage-garbage"),
+            )
+            .await
+            .expect("damage");
+        let reopened = Repository::open(repo_loc.clone(), Engine::new(Limits::default()), None)
+            .await
+            .expect("open");
+        let read = reopened.read_chunk(id).await;
+        assert!(matches!(read, Err(MoverError::Corrupt { .. })), "{read:?}");
+        assert!(matches!(
+            Repository::init(repo_loc.clone(), Engine::new(Limits::default()), None).await,
+            Err(MoverError::NotEmpty { .. })
+        ));
+    }
 
     // Deletes.
     for k in KEYS {
@@ -128,8 +159,9 @@ async fn suite(loc: Location) {
         .await
         .expect("list");
     assert!(
-        left.iter()
-            .all(|k| k.starts_with("big/") || k.starts_with("repo/")),
+        left.iter().all(|k| k.starts_with("big/")
+            || k.starts_with("repo/")
+            || k.starts_with("repo-packed/")),
         "{left:?}"
     );
 }

@@ -59,7 +59,14 @@ impl Fixture {
         }
         let repo = format!("file://{}/repo", dir.path().display());
         Haul::insecure()
-            .run(["init", "--insecure-no-encryption", &repo])
+            // Loose chunks: the damage below is done to one chunk's file.
+            .run([
+                "init",
+                "--insecure-no-encryption",
+                "--pack-size",
+                "0",
+                &repo,
+            ])
             .ok();
         let backup = Haul::insecure()
             .run([

@@ -16,6 +16,7 @@ mod encryption;
 mod fixtures;
 mod golden;
 mod lanes;
+mod packs;
 mod proxy_faults;
 mod refresh;
 mod retention;

@@ -98,7 +98,7 @@ async fn cut_off_answers_are_resumed_or_retried() {
             &format!("cut:GET /{src}?list-type=2:3"),
             "cut:list-type=2&prefix=haul%2Fpauses:1",
             &format!("cut:GET /{src}/k/00007:1"),
-            &format!("cut:GET /{repo_b}/haul/chunks/:2"),
+            &format!("cut:GET /{repo_b}/haul/packs/:2"),
         ],
     );
     let r = proxy

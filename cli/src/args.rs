@@ -134,7 +134,8 @@ pub enum Command {
   haul key generate ~/.config/haul/prod.key
   HAUL_KEY_FILE=~/.config/haul/prod.key haul init s3://backups/pachyderm
   HAUL_PASSWORD_COMMAND='vault kv get -field=pw secret/haul' haul init s3://backups/pachyderm
-  haul init file:///tmp/scratch --insecure-no-encryption")]
+  haul init file:///tmp/scratch --insecure-no-encryption
+  haul init s3://backups/pachyderm --pack-size 16")]
     Init {
         /// Where: s3://bucket/prefix, gs://..., az://..., file:///abs/path.
         #[arg(value_name = "REPO")]
@@ -143,6 +144,12 @@ pub enum Command {
         /// the databases' secrets. For throwaway repositories only.
         #[arg(long)]
         insecure_no_encryption: bool,
+        /// Gather chunks under 1 MiB (small objects, dump pieces, manifest
+        /// segments) into packs of this many MiB, so a bucket of many small
+        /// objects costs a few large writes instead of one per object
+        /// [default: 8]. 0 stores every chunk as an object of its own.
+        #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(0..=256))]
+        pack_size: Option<u32>,
     },
 
     /// Forget snapshots: those a retention policy does not keep, or those named.

@@ -24,6 +24,7 @@
 //! | `snapshots/<id>.json` | [`Snapshot`], the root of one backup. Written last: a snapshot exists only when everything it names exists. |
 //! | `runs/<time>-<kind>-<id>.json` | [`RunRecord`]: the timing of one backup or restore, used to predict downtime. |
 //! | `targets/<hash>.json` | [`TargetState`]: what haul last wrote into a restore target, so the next restore can skip what is already there. |
+//! | `packs/…`, `index/…` | format v2: small chunks gathered into packs, and where each is (see **Packs** below). |
 //! | `pauses/<run>.json` | [`PauseRecord`]: a cluster a backup paused and what resumes it; written before the first change to the cluster, removed after the resume (see [`pause`]). |
 //!
 //! **Chunks.** A chunk blob is a 14-byte header followed by the payload:
@@ -82,13 +83,25 @@
 //! where sealed data was expected. The settings' MAC catches settings
 //! changed without the key.
 //!
-//! **Packs (planned, same format version).** Issue 17 gathers chunks below
-//! a threshold into pack objects (`packs/<2 hex>/<keyed id>`, each a run of
-//! sealed blobs) named by a sealed pack index stored like manifest segments;
-//! a v2 reader looks a chunk up in the index first, then under `chunks/`.
-//! Loose chunks stay valid: packs add a place a chunk can be, never change
-//! what a chunk is, so v2 repositories written before packs stay readable.
+//! **Packs** ([`pack`]). A v2 repository made by this haul sets
+//! `pack` in `haul-repo.json` ([`pack::PackParams`]: chunks whose stored
+//! blob is under 1 MiB go into packs of 8 MiB; `haul init --pack-size`).
+//! Such a chunk's blob, byte for byte what `chunks/` would hold, is
+//! appended to a pack instead:
 //!
+//! | path | what it holds |
+//! |---|---|
+//! | `packs/<2 hex>/<64 hex>` | blobs back to back, then a trailer (the pack's own index entry, sealed as a record named by the pack's path) and its length as a u32. The name is random. |
+//! | `index/<64 hex>` | which blobs each pack holds (stored name, offset, length), sealed as a record named by its path. Written after the packs it names and before any snapshot root that needs them; never rewritten. |
+//!
+//! A reader loads every index, finds a chunk there (a ranged GET of its
+//! blob) or else under `chunks/`. Loose chunks stay valid in every
+//! repository: packs add a place a chunk can be, never change what a chunk
+//! is, so v2 repositories written before packs (no `pack` setting: every
+//! chunk loose) read and write as before, and a v1 repository never packs.
+//! A pack no index names (a killed backup's) holds nothing a snapshot
+//! needs.
+
 //! Compatibility: readers refuse a `haul-repo.json` or snapshot whose
 //! `version` is newer than [`FORMAT_VERSION`].
 
@@ -98,6 +111,7 @@ pub mod diff;
 mod error;
 mod id;
 mod model;
+pub mod pack;
 pub mod pause;
 mod run;
 pub mod segment;

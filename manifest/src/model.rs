@@ -33,6 +33,11 @@ pub struct RepoConfig {
     /// in a v1 repository and in one made with `--insecure-no-encryption`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::crypto::Encryption>,
+    /// Format v2: small chunks are gathered into packs (see [`crate::pack`]).
+    /// `None` in v1 repositories and in v2 ones written before packs:
+    /// every chunk is then loose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<crate::pack::PackParams>,
 }
 
 /// FastCDC sizes, in bytes.
@@ -72,6 +77,7 @@ impl RepoConfig {
             zstd_level: Self::DEFAULT_ZSTD_LEVEL,
             segment_entries: Self::DEFAULT_SEGMENT_ENTRIES,
             encryption: None,
+            pack: Some(crate::pack::PackParams::DEFAULT),
         }
     }
 
@@ -126,6 +132,12 @@ impl RepoConfig {
             return Err(invalid(format!(
                 "cdc sizes must satisfy 64 <= min <= avg <= max, got {min}/{avg}/{max}"
             )));
+        }
+        if let Some(p) = &self.pack {
+            if self.version < 2 {
+                return Err(invalid("packs in a version 1 repository".into()));
+            }
+            p.validate().map_err(invalid)?;
         }
         if let Some(e) = &self.encryption {
             if self.version < 2 || e.cipher != crate::crypto::CIPHER {

@@ -427,20 +427,32 @@ mod tests {
     use super::*;
     use crate::{Engine, Limits, StoreConfig, StoreUrl};
 
+    /// A fresh repository's settings, with small chunks packed or loose.
+    fn config(packed: bool) -> haul_manifest::RepoConfig {
+        let mut c = haul_manifest::RepoConfig::new(
+            haul_manifest::RepoId::from_random([7; 16]),
+            chrono::Utc::now(),
+        );
+        if !packed {
+            c.pack = None;
+        }
+        c
+    }
+
     /// A chunk the repository holds is never uploaded again, whether the
     /// check is a HEAD request (the first `head_checks` chunks) or the
     /// listing of every chunk (after that), or both within one backup.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chunks_the_repository_holds_are_not_uploaded_again() {
         let cfg = StoreConfig::default();
-        for head_checks in [0, 5, 10_000] {
+        for (head_checks, packed) in [(0, false), (5, false), (10_000, false), (0, true)] {
             let open = |name: String| {
                 cfg.open(&StoreUrl::parse(&format!("memory://{name}")).unwrap(), true)
                     .unwrap()
             };
             let (a, b) = (
-                open(format!("dd-a-{head_checks}")),
-                open(format!("dd-b-{head_checks}")),
+                open(format!("dd-a-{head_checks}-{packed}")),
+                open(format!("dd-b-{head_checks}-{packed}")),
             );
             for i in 0..40u32 {
                 let body = PutPayload::from(i.to_le_bytes().repeat(100 + i as usize));
@@ -455,15 +467,18 @@ mod tests {
                 head_checks,
                 ..Limits::default()
             };
-            let repo = Repository::init(
-                open(format!("dd-repo-{head_checks}")),
+            let repo = Repository::init_with(
+                open(format!("dd-repo-{head_checks}-{packed}")),
                 Engine::new(limits),
                 None,
+                config(packed),
             )
             .await
             .unwrap();
             let first = backup(&repo, &a, None).await.unwrap();
             assert!(first.stats.chunks_uploaded >= 40, "{:?}", first.stats);
+            // What a commit does first: packs are readable once flushed.
+            repo.flush_packs().await.unwrap();
             // A second handle: nothing known in memory, everything checked.
             let repo = Repository::open(
                 repo.loc.clone(),
@@ -505,19 +520,29 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let repo = Repository::init(open("fresh-repo"), Engine::new(Limits::default()), None)
+        for packed in [false, true] {
+            let repo = Repository::init_with(
+                open(&format!("fresh-repo-{packed}")),
+                Engine::new(Limits::default()),
+                None,
+                config(packed),
+            )
             .await
             .unwrap();
-        let first = backup(&repo, &src, None).await.unwrap();
-        assert!(first.stats.chunks_uploaded >= 20, "{:?}", first.stats);
-        assert_eq!(repo.heads.load(std::sync::atomic::Ordering::Relaxed), 0);
+            let first = backup(&repo, &src, None).await.unwrap();
+            assert!(first.stats.chunks_uploaded >= 20, "{:?}", first.stats);
+            assert_eq!(repo.heads.load(std::sync::atomic::Ordering::Relaxed), 0);
+            repo.flush_packs().await.unwrap();
 
-        let again = Repository::open(repo.loc.clone(), Engine::new(Limits::default()), None)
-            .await
-            .unwrap();
-        let second = backup(&again, &src, None).await.unwrap();
-        assert_eq!(second.stats.chunks_uploaded, 0, "{:?}", second.stats);
-        assert!(again.heads.load(std::sync::atomic::Ordering::Relaxed) > 0);
+            let again = Repository::open(repo.loc.clone(), Engine::new(Limits::default()), None)
+                .await
+                .unwrap();
+            let second = backup(&again, &src, None).await.unwrap();
+            assert_eq!(second.stats.chunks_uploaded, 0, "{:?}", second.stats);
+            // Loose chunks are asked about; packed ones are in the index.
+            let heads = again.heads.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(heads > 0, !packed, "{heads} HEADs");
+        }
     }
 
     /// Regression: an incremental backup of a few segments' worth of objects

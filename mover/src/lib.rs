@@ -41,4 +41,4 @@ pub use engine::{Engine, Progress};
 pub use error::{MoverError, Result, error_chain};
 pub use limits::Limits;
 pub use location::{Location, Scheme, StoreConfig, StoreUrl, toml_error};
-pub use repo::{Repository, SegmentSink, new_snapshot_id, spawned};
+pub use repo::{PackGroup, Repository, SegmentSink, new_snapshot_id, spawned};

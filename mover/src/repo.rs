@@ -21,6 +21,9 @@ use tokio::sync::OnceCell;
 use crate::engine::AbortOnDrop;
 use crate::{Engine, Location, MoverError, Result, listing};
 
+mod packs;
+pub use packs::PackGroup;
+
 /// An opened repository. Cloning is cheap (one `Arc`): transfers run as
 /// their own tasks, each holding a clone.
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub struct RepoInner {
     /// are named by their keyed id. `None`: a v1 or an unencrypted v2
     /// repository, stored as v1 stores it.
     keys: Option<Arc<Keys>>,
+    /// Small chunks on their way into packs, and where packed chunks are.
+    packer: packs::Packer,
 }
 
 impl std::ops::Deref for Repository {
@@ -167,6 +172,22 @@ impl Repository {
     /// `haul_manifest::crypto`) and the credential is its first key slot;
     /// without, it is not (`--insecure-no-encryption`).
     pub async fn init(loc: Location, engine: Engine, cred: Option<&Credential>) -> Result<Self> {
+        let config = RepoConfig::new(RepoId::from_random(random()?), Utc::now());
+        Self::init_with(loc, engine, cred, config).await
+    }
+
+    /// [`Repository::init`] with settings of the caller's choosing (a
+    /// fresh `RepoConfig::new`, changed): the repository id and the
+    /// encryption section are the caller's to leave alone.
+    pub async fn init_with(
+        loc: Location,
+        engine: Engine,
+        cred: Option<&Credential>,
+        mut config: RepoConfig,
+    ) -> Result<Self> {
+        config
+            .validate()
+            .map_err(|e| MoverError::format(loc.url.to_string(), REPO_CONFIG_PATH, e))?;
         if let Some(found) = listing::first_key(&loc).await? {
             let what = if found == REPO_CONFIG_PATH {
                 "it is a haul repository already".to_owned()
@@ -178,7 +199,6 @@ impl Repository {
                 found: what,
             });
         }
-        let mut config = RepoConfig::new(RepoId::from_random(random()?), Utc::now());
         // Refused limits leave nothing behind: checked before the first write.
         engine
             .limits
@@ -254,6 +274,7 @@ impl Repository {
             heads: AtomicUsize::new(0),
             expected_chunks: AtomicUsize::new(0),
             keys,
+            packer: packs::Packer::default(),
         })))
     }
 
@@ -434,7 +455,7 @@ impl Repository {
         }
         self.listed
             .get_or_try_init(|| async {
-                let all = self.list_chunks().await?;
+                let all = self.list_loose_chunks().await?;
                 self.known_chunks().extend(all);
                 Ok::<_, MoverError>(())
             })
@@ -443,9 +464,17 @@ impl Repository {
     }
 
     /// Every chunk in the repository by the name it is stored under (see
-    /// [`Repository::chunk_name`]), listed one `chunks/xx/` folder at a time
-    /// with several listings in flight.
+    /// [`Repository::chunk_name`]): loose ones and packed ones whose pack
+    /// is there.
     pub async fn list_chunks(&self) -> Result<HashSet<ChunkId>> {
+        let mut all = self.list_loose_chunks().await?;
+        all.extend(self.list_packed().await?);
+        Ok(all)
+    }
+
+    /// Every loose chunk by its stored name, listed one `chunks/xx/`
+    /// folder at a time with several listings in flight.
+    async fn list_loose_chunks(&self) -> Result<HashSet<ChunkId>> {
         let sets: Vec<Vec<ChunkId>> = stream::iter(self.chunk_folders().await?)
             .map(|p| async move {
                 let _r = self.engine.request().await;
@@ -481,6 +510,9 @@ impl Repository {
     /// it was uploaded. `plain` is the chunk's plaintext (the payload of a raw chunk).
     pub async fn store_chunk(&self, enc: chunk::Encoded, plain: Bytes) -> Result<bool> {
         let name = self.chunk_name(&enc.id);
+        if self.packs_blob(enc.blob_len()) {
+            return self.store_packed(name, enc, plain).await;
+        }
         let path = self.loc.path(&haul_manifest::chunk_path(&name));
         if self.has_chunk(&name, &path).await? {
             return Ok(false);
@@ -531,9 +563,16 @@ impl Repository {
     /// Reads a chunk and checks it against its id. Missing and damaged
     /// chunks are errors that name the chunk.
     pub async fn read_chunk(&self, id: ChunkId) -> Result<Bytes> {
-        let path = self
-            .loc
-            .path(&haul_manifest::chunk_path(&self.chunk_name(&id)));
+        let name = self.chunk_name(&id);
+        let blob = match self.locate(&name).await? {
+            Some((pack, b)) => self.read_packed(id, pack, b).await?,
+            None => self.read_loose(id, &name).await?,
+        };
+        self.decode_blob(id, blob).await
+    }
+
+    async fn read_loose(&self, id: ChunkId, name: &ChunkId) -> Result<Bytes> {
+        let path = self.loc.path(&haul_manifest::chunk_path(name));
         let blob = {
             let _r = self.engine.request().await;
             match self.loc.store.get(&path).await {
@@ -541,7 +580,7 @@ impl Repository {
                 Err(e) => Err(e),
             }
         };
-        let blob = blob.map_err(|e| match e {
+        blob.map_err(|e| match e {
             object_store::Error::NotFound { .. } => self.corrupt(
                 format!("chunk {id}"),
                 haul_manifest::FormatError::CorruptChunk {
@@ -550,7 +589,11 @@ impl Repository {
                 },
             ),
             e => MoverError::store("read a chunk from", &self.loc.url, e),
-        })?;
+        })
+    }
+
+    /// A stored blob opened (when sealed), decoded and checked against `id`.
+    async fn decode_blob(&self, id: ChunkId, blob: Bytes) -> Result<Bytes> {
         let url = self.url();
         let keys = self.keys.clone();
         self.engine
@@ -718,6 +761,8 @@ impl Repository {
     /// root is read back before the failure is reported, so "committed" and
     /// "not committed" are both said only when true.
     pub async fn write_snapshot(&self, snap: &Snapshot) -> Result<()> {
+        // Every chunk the root names must be readable before it exists.
+        self.flush_packs().await?;
         let path = self.loc.path(&haul_manifest::snapshot_path(&snap.id));
         let json = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
         let json = self.seal(Kind::Snapshot, &snap.id.to_string(), json);
@@ -837,7 +882,11 @@ impl Repository {
         }
     }
 
+    /// Writes a record (sealed as `rel`). Packs are flushed first: a record
+    /// may name chunks (a restore target's manifest), and must never name
+    /// one no index locates.
     pub async fn write_json<T: serde::Serialize>(&self, rel: &str, value: &T) -> Result<()> {
+        self.flush_packs().await?;
         let json = serde_json::to_vec_pretty(value).expect("document serializes");
         let json = self.seal(Kind::Record, rel, json);
         self.loc

@@ -113,17 +113,38 @@ pub async fn verify(
         repo.engine
             .progress
             .start("verify: reading chunks", to_read.len() as u64, 0);
-        let results: Vec<(ChunkId, Result<u64>)> = stream::iter(to_read)
-            .map(|id| async move {
-                let r = repo.read_chunk(id).await.map(|b| b.len() as u64);
-                if let Ok(n) = &r {
-                    repo.engine.progress.add(1, *n);
-                }
-                (id, r)
+        // Packed chunks are read a whole pack at a time (which checks the
+        // pack's trailer too), loose ones one by one.
+        let (packs, loose) = repo.group_by_pack(to_read).await?;
+        let pack_bytes = repo.config().pack.map_or(0, |p| u64::from(p.size));
+        let mut results: Vec<(ChunkId, Result<u64>)> = stream::iter(packs)
+            .map(|group| async move {
+                let _memory = repo.engine.reserve(pack_bytes + pack_bytes / 8).await;
+                let read = repo.read_pack(&group).await?;
+                let ok = read.iter().filter_map(|r| r.1.as_ref().ok()).copied();
+                let (n, bytes) = ok.fold((0, 0), |(n, b), len| (n + 1, b + len));
+                repo.engine.progress.add(n, bytes);
+                Ok::<_, MoverError>(read)
             })
             .buffer_unordered(repo.engine.limits.requests)
-            .collect()
-            .await;
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        results.extend(
+            stream::iter(loose)
+                .map(|id| async move {
+                    let r = repo.read_chunk(id).await.map(|b| b.len() as u64);
+                    if let Ok(n) = &r {
+                        repo.engine.progress.add(1, *n);
+                    }
+                    (id, r)
+                })
+                .buffer_unordered(repo.engine.limits.requests)
+                .collect::<Vec<_>>()
+                .await,
+        );
         let mut sizes: HashMap<ChunkId, u64> = HashMap::new();
         for (id, r) in results {
             match r {

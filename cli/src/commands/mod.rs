@@ -38,7 +38,8 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
         Command::Init {
             repo,
             insecure_no_encryption,
-        } => interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption)).await,
+            pack_size,
+        } => interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption, pack_size)).await,
         Command::Key { cmd } => interruptible(&ctx, key(&ctx, cmd)).await,
         Command::Forget {
             ids,
@@ -172,7 +173,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
     }
 }
 
-async fn init(ctx: &Context, raw: &str, insecure: bool) -> Result<Outcome> {
+async fn init(ctx: &Context, raw: &str, insecure: bool, pack_size: Option<u32>) -> Result<Outcome> {
     let cred = crate::keys::from_env()?;
     match (&cred, insecure) {
         (None, false) => {
@@ -190,7 +191,21 @@ async fn init(ctx: &Context, raw: &str, insecure: bool) -> Result<Outcome> {
         _ => {}
     }
     let loc = ctx.open(raw, true)?;
-    let repo = Repository::init(loc, ctx.engine(), cred.as_ref()).await?;
+    let mut id = [0u8; 16];
+    haul_manifest::crypto::getrandom_error::fill(&mut id)
+        .map_err(|e| CliError::Usage(format!("no randomness: {e}")))?;
+    let mut config =
+        haul_manifest::RepoConfig::new(haul_manifest::RepoId::from_random(id), chrono::Utc::now());
+    match pack_size {
+        None => {}
+        Some(0) => config.pack = None,
+        Some(mib) => {
+            let size = mib << 20;
+            let threshold = haul_manifest::pack::PackParams::DEFAULT.threshold.min(size);
+            config.pack = Some(haul_manifest::pack::PackParams { threshold, size });
+        }
+    }
+    let repo = Repository::init_with(loc, ctx.engine(), cred.as_ref(), config).await?;
     #[derive(Serialize)]
     struct Out<'a> {
         repository: String,
