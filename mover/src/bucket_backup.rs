@@ -382,7 +382,7 @@ async fn read_version(
                 }
                 let d = data.clone();
                 let (enc, cv) = engine
-                    .cpu(move || match (n, start) {
+                    .cpu_for(d.len(), move || match (n, start) {
                         (1, _) => (chunk::encode(&d, level), None),
                         // The first chunk's id and chaining value share one pass.
                         (_, 0) => {

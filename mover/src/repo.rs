@@ -522,7 +522,7 @@ impl Repository {
                 let keys = keys.clone();
                 let sealed = self
                     .engine
-                    .cpu(move || {
+                    .cpu_for(plain.len(), move || {
                         let payload = enc.compressed.as_deref().unwrap_or(&plain);
                         keys.seal_parts(Kind::Chunk, &enc.id.to_hex(), &[&enc.header, payload])
                     })
@@ -554,7 +554,10 @@ impl Repository {
     pub async fn put_plain(&self, plain: Bytes) -> Result<(ChunkId, u64)> {
         let level = self.config.zstd_level;
         let p = plain.clone();
-        let enc = self.engine.cpu(move || chunk::encode(&p, level)).await?;
+        let enc = self
+            .engine
+            .cpu_for(p.len(), move || chunk::encode(&p, level))
+            .await?;
         let (id, len) = (enc.id, enc.blob_len() as u64);
         let uploaded = self.store_chunk(enc, plain).await?;
         Ok((id, if uploaded { len } else { 0 }))
@@ -597,7 +600,7 @@ impl Repository {
         let url = self.url();
         let keys = self.keys.clone();
         self.engine
-            .cpu(move || {
+            .cpu_for(blob.len(), move || {
                 let blob = match keys {
                     Some(k) => match k.open(Kind::Chunk, &id.to_hex(), &blob) {
                         Ok(plain) => Bytes::from(plain),

@@ -212,7 +212,7 @@ impl Repository {
                 let id = enc.id;
                 Some(
                     self.engine
-                        .cpu(move || {
+                        .cpu_for(plain.len(), move || {
                             let payload = payload.as_deref().unwrap_or(&plain);
                             keys.seal_parts(Kind::Chunk, &id.to_hex(), &[&enc.header, payload])
                         })
