@@ -228,3 +228,36 @@ fn damaged_and_missing_packs_are_named() {
     std::fs::rename(&kept, &index_dir).expect("put back");
     verify().ok();
 }
+
+/// `haul init`'s chunk settings land in `haul-repo.json` (what `--json`
+/// prints), and sizes out of range are refused before anything is written.
+#[test]
+fn init_sets_pack_and_dump_chunk_sizes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}/repo", dir.path().display());
+    let out = Haul::new()
+        .run([
+            "--json",
+            "init",
+            "--pack-size",
+            "16",
+            "--dump-chunk-kib",
+            "64",
+            &repo,
+        ])
+        .ok()
+        .json();
+    let c = &out["config"];
+    assert_eq!(c["pack"]["size"], 16 << 20, "{c}");
+    assert_eq!(c["pack"]["threshold"], 1 << 20, "{c}");
+    assert_eq!(
+        (&c["cdc"]["min"], &c["cdc"]["avg"], &c["cdc"]["max"]),
+        (&(16 << 10).into(), &(64 << 10).into(), &(256 << 10).into()),
+        "{c}"
+    );
+    let other = format!("file://{}/other", dir.path().display());
+    Haul::new()
+        .run(["init", "--dump-chunk-kib", "0", &other])
+        .fails_with(2, "--dump-chunk-kib");
+    assert!(!dir.path().join("other").exists(), "nothing written");
+}

@@ -150,6 +150,12 @@ pub enum Command {
         /// [default: 8]. 0 stores every chunk as an object of its own.
         #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(0..=256))]
         pack_size: Option<u32>,
+        /// Average size of a database dump's content-defined chunks, in KiB
+        /// (chunks range from a quarter of it to four times it) [default:
+        /// 1024]. Smaller chunks upload less of a dump whose changes are
+        /// spread across its tables, at the cost of more chunks per dump.
+        #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..=16384))]
+        dump_chunk_kib: Option<u32>,
     },
 
     /// Forget snapshots: those a retention policy does not keep, or those named.

@@ -47,3 +47,4 @@ pub use dump::{DbBackupReport, DbPreview, DbSource};
 pub use error::{PgError, Result};
 pub use limits::DbLimits;
 pub use reload::{DbPlan, DbRestoreOptions, DbRestoreReport, DbTarget};
+pub use stream::check_cdc;

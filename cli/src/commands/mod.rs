@@ -39,7 +39,14 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             repo,
             insecure_no_encryption,
             pack_size,
-        } => interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption, pack_size)).await,
+            dump_chunk_kib,
+        } => {
+            let tune = InitTuning {
+                pack_size,
+                dump_chunk_kib,
+            };
+            interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption, tune)).await
+        }
         Command::Key { cmd } => interruptible(&ctx, key(&ctx, cmd)).await,
         Command::Forget {
             ids,
@@ -173,7 +180,13 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
     }
 }
 
-async fn init(ctx: &Context, raw: &str, insecure: bool, pack_size: Option<u32>) -> Result<Outcome> {
+/// `haul init`'s settings for the repository's chunks, as typed.
+struct InitTuning {
+    pack_size: Option<u32>,
+    dump_chunk_kib: Option<u32>,
+}
+
+async fn init(ctx: &Context, raw: &str, insecure: bool, tune: InitTuning) -> Result<Outcome> {
     let cred = crate::keys::from_env()?;
     match (&cred, insecure) {
         (None, false) => {
@@ -196,7 +209,17 @@ async fn init(ctx: &Context, raw: &str, insecure: bool, pack_size: Option<u32>) 
         .map_err(|e| CliError::Usage(format!("no randomness: {e}")))?;
     let mut config =
         haul_manifest::RepoConfig::new(haul_manifest::RepoId::from_random(id), chrono::Utc::now());
-    match pack_size {
+    if let Some(kib) = tune.dump_chunk_kib {
+        let avg = kib << 10;
+        config.cdc = haul_manifest::CdcParams {
+            min: avg / 4,
+            avg,
+            max: avg.saturating_mul(4),
+        };
+        haul_pg::check_cdc(config.cdc)
+            .map_err(|e| CliError::Usage(format!("--dump-chunk-kib {kib}: {e}")))?;
+    }
+    match tune.pack_size {
         None => {}
         Some(0) => config.pack = None,
         Some(mib) => {

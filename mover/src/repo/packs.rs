@@ -97,30 +97,29 @@ impl Default for Packer {
 
 /// Counts an upload as in flight until dropped; an upload dropped before
 /// it finished (its task was cancelled) poisons the packer.
-struct Busy<'a> {
-    packer: &'a Packer,
+struct Busy {
+    repo: Repository,
     done: bool,
 }
 
-impl<'a> Busy<'a> {
-    fn new(packer: &'a Packer) -> Self {
-        packer.busy.fetch_add(1, Ordering::SeqCst);
+impl Busy {
+    fn new(repo: &Repository) -> Self {
+        repo.packer.busy.fetch_add(1, Ordering::SeqCst);
         Self {
-            packer,
+            repo: repo.clone(),
             done: false,
         }
     }
 }
 
-impl Drop for Busy<'_> {
+impl Drop for Busy {
     fn drop(&mut self) {
+        let packer = &self.repo.packer;
         if !self.done {
-            let mut s = self.packer.state();
-            s.failed
-                .get_or_insert_with(|| "a pack upload was cancelled".into());
+            packer.fail("a pack upload was cancelled".into());
         }
-        self.packer.busy.fetch_sub(1, Ordering::SeqCst);
-        self.packer.idle.notify_waiters();
+        packer.busy.fetch_sub(1, Ordering::SeqCst);
+        packer.idle.notify_waiters();
     }
 }
 
@@ -204,6 +203,11 @@ impl Repository {
         if self.is_packed(&name).await? {
             return Ok(false);
         }
+        if let Some(why) = self.packer.state().failed.clone() {
+            return Err(MoverError::Task(format!(
+                "a pack could not be written: {why}"
+            )));
+        }
         let sealed = match &self.keys {
             Some(keys) => {
                 let keys = keys.clone();
@@ -261,15 +265,23 @@ impl Repository {
             }
         };
         if let Some(p) = full {
-            self.write_pack(p).await?;
+            // In the background: the caller's object is done, and the
+            // pipeline keeps filling the next pack while this one uploads
+            // (waiting here stalled the ordered window behind the upload).
+            // The slot the pack holds bounds how many upload at once;
+            // flush_packs waits for them and reports any failure.
+            let busy = Busy::new(self);
+            let repo = self.clone();
+            tokio::spawn(async move {
+                let _ = repo.write_pack(p, busy).await;
+            });
         }
         Ok(true)
     }
 
     /// Writes a pack, makes its chunks readable, and writes an index when
     /// enough packs are waiting for one.
-    async fn write_pack(&self, p: OpenPack) -> Result<()> {
-        let mut busy = Busy::new(&self.packer);
+    async fn write_pack(&self, p: OpenPack, mut busy: Busy) -> Result<()> {
         let OpenPack { writer, _slot } = p;
         let name = pack::pack_path(&writer.id);
         let (entry, bytes) = writer.finish(|t| self.seal(Kind::Record, &name, t));
@@ -345,7 +357,8 @@ impl Repository {
             if p.writer.is_empty() {
                 drop(p);
             } else {
-                self.write_pack(p).await?;
+                let busy = Busy::new(self);
+                self.write_pack(p, busy).await?;
             }
         }
         loop {
