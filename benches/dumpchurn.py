@@ -53,7 +53,7 @@ TABLES = [
      "ON CONFLICT DO NOTHING"),
     ("pfs.commits", 900,
      "INSERT INTO pfs.commits (commit_id, repo_id, origin, description, start_time, finished_time, size, error) "
-     "SELECT md5(g::text || 'c{s}'), g % 50, 'USER', repeat(md5(g::text), 2), now(), now(), g * 1024, '' "
+     "SELECT md5(g::text || 'c{s}'), g % 50, 'USER', repeat(md5(g::text), 2), now(), now(), g::bigint * 1024, '' "
      "FROM generate_series({s}, {s} + {n} - 1) g"),
     ("pps.jobs", 250,
      "INSERT INTO pps.jobs (key, proto, created_at, updated_at) SELECT md5(g::text || 'j{s}'), "
@@ -130,17 +130,24 @@ def dump_stats(b, haul, repo, db):
     return json.loads(out)["databases"][0]
 
 
+def sql(b, db, text):
+    try:
+        b.psql(db, text)
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"psql failed on {db}: {e.stderr}\n{text}")
+
+
 def change(b, db, scen, mb):
     for table, per_mb, insert in TABLES:
         n = max(1, per_mb * mb // 100)
         if scen == "spread":
-            b.psql(db, f"UPDATE {table} SET {UPDATES[table]} WHERE random() < 0.01")
+            sql(b, db, f"UPDATE {table} SET {UPDATES[table]} WHERE random() < 0.01")
         elif scen == "vacuum-append":
-            b.psql(db, f"DELETE FROM {table} WHERE random() < 0.01")
-            b.psql(db, f"VACUUM {table}")
-            b.psql(db, insert.format(n=n, s=10_000_000))
+            sql(b, db, f"DELETE FROM {table} WHERE random() < 0.01")
+            sql(b, db, f"VACUUM {table}")
+            sql(b, db, insert.format(n=n, s=10_000_000))
         elif scen == "append":
-            b.psql(db, insert.format(n=n, s=20_000_000))
+            sql(b, db, insert.format(n=n, s=20_000_000))
         else:
             raise SystemExit(f"unknown scenario {scen}")
 
