@@ -94,7 +94,7 @@ pub fn index_path(id: &ChunkId) -> String {
 }
 
 /// Where one blob is in its pack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Blob {
     /// The chunk's stored name (see the crate docs: the keyed id when encrypted).
     pub name: ChunkId,

@@ -475,6 +475,17 @@ impl Repository {
                 None => loose.push(id),
             }
         }
+        // What the index says each of these packs holds, in one pass.
+        let mut indexed: HashMap<u32, Vec<Blob>> = HashMap::new();
+        for (name, l) in &s.located {
+            if groups.contains_key(&l.pack) {
+                indexed.entry(l.pack).or_default().push(Blob {
+                    name: *name,
+                    offset: l.offset,
+                    len: l.len,
+                });
+            }
+        }
         let mut out: Vec<PackGroup> = groups
             .into_iter()
             .map(|(p, mut chunks)| {
@@ -482,6 +493,7 @@ impl Repository {
                 PackGroup {
                     pack: s.packs[p as usize],
                     chunks: chunks.into_iter().map(|c| c.1).collect(),
+                    indexed: indexed.remove(&p).unwrap_or_default(),
                 }
             })
             .collect();
@@ -528,20 +540,7 @@ impl Repository {
             }
             Err(e) => return Err(MoverError::store("read a pack from", &self.loc.url, e)),
         };
-        let expected = {
-            let s = self.packer.state();
-            let blobs: Vec<Blob> = s
-                .located
-                .iter()
-                .filter(|(_, l)| s.packs[l.pack as usize] == group.pack)
-                .map(|(n, l)| Blob {
-                    name: *n,
-                    offset: l.offset,
-                    len: l.len,
-                })
-                .collect();
-            blobs
-        };
+        let expected = group.indexed.clone();
         if let Err(reason) = self.check_trailer(&name, &bytes, expected) {
             return Ok(damaged_all(format!(
                 "its pack {} {reason}",
@@ -549,9 +548,10 @@ impl Repository {
             )));
         }
         let mut out = Vec::with_capacity(group.chunks.len());
+        let by_name: HashMap<ChunkId, &Blob> = group.indexed.iter().map(|b| (b.name, b)).collect();
         for &id in &group.chunks {
-            let r = match self.locate(&self.chunk_name(&id)).await? {
-                Some((_, b)) => {
+            let r = match by_name.get(&self.chunk_name(&id)) {
+                Some(b) => {
                     let at = b.offset as usize;
                     let blob = bytes.slice(at..at + b.len as usize);
                     self.decode_blob(id, blob).await.map(|p| p.len() as u64)
@@ -601,7 +601,8 @@ impl Repository {
             return Err("has a trailer that does not describe it".into());
         }
         // A chunk in two packs (two backups wrote it at once) is located in one.
-        expected.retain(|b| !entry.blobs.contains(b));
+        let held: HashSet<&Blob> = entry.blobs.iter().collect();
+        expected.retain(|b| !held.contains(b));
         if let Some(b) = expected.first() {
             return Err(format!(
                 "does not hold blob {} where the index says",
@@ -617,6 +618,8 @@ impl Repository {
 pub struct PackGroup {
     pub pack: PackId,
     pub chunks: Vec<ChunkId>,
+    /// Every blob the index says the pack holds.
+    indexed: Vec<Blob>,
 }
 
 impl PackState {
