@@ -14,10 +14,17 @@ layout every time):
 - vacuum-append: DELETE 1% at random, VACUUM, INSERT as many new rows (they
                  land in the freed space, in the middle of the tables);
 - append:        INSERT 1% new rows (at the end of the tables);
+- recent:        UPDATE 1% of the rows of every table, chosen at random among
+                 its newest 2% (jobs and commits finishing, which is how
+                 Pachyderm writes);
+- expire-append: DELETE the oldest 1% (expired tracker rows, old jobs), VACUUM,
+                 INSERT as many new rows (they land in the freed pages at the
+                 start of the tables);
 
 it backs the database up into one local repository per dump chunk size
 (`haul init --dump-chunk-kib`), changes it, backs it up again, and reports
-the second backup's upload against the first's: chunks and bytes.
+the second backup's upload against the first's (chunks and bytes), and the
+first backup's wall time against `pg_dump -Fc -Z0 > /dev/null` alone.
 """
 
 import argparse
@@ -26,6 +33,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e  # noqa: E402
@@ -79,7 +87,7 @@ def main():
     ap.add_argument("--mb", type=int, default=200, help="about how many MB of dump (default 200)")
     ap.add_argument("--kib", default="1024,256,64,16", help="dump chunk averages to compare, KiB")
     ap.add_argument("--haul", default=os.path.join(e2e.ROOT, "target", "release", "haul"))
-    ap.add_argument("--scenarios", default="spread,vacuum-append,append")
+    ap.add_argument("--scenarios", default="spread,vacuum-append,append,recent,expire-append")
     args = ap.parse_args()
 
     class Args:
@@ -103,11 +111,13 @@ def main():
             b.psql("postgres", f"CREATE DATABASE {db} TEMPLATE {base}")
             repos = {}
             full = {}
+            alone = pg_dump_alone(b, db)
             for k in kibs:
                 repo = f"file://{tempfile.mkdtemp(dir=b.tmp)}/repo"
                 b.run([args.haul, "init", "--dump-chunk-kib", str(k), repo])
                 repos[k] = repo
                 full[k] = dump_stats(b, args.haul, repo, db)
+                full[k]["alone_s"] = alone
             change(b, db, scen, args.mb)
             for k in kibs:
                 inc = dump_stats(b, args.haul, repos[k], db)
@@ -115,19 +125,30 @@ def main():
                 e2e.log(f"{scen} {k} KiB: {inc['chunks_uploaded']} of {inc['chunks']} chunks, "
                         f"{inc['bytes_uploaded'] / full[k]['bytes_uploaded']:.1%} of the full upload")
             b.psql("postgres", f"DROP DATABASE {db}")
-        print(f"| change | dump chunk avg | dump MB | chunks | chunks uploaded | bytes uploaded / full upload |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| change | dump chunk avg | dump MB | chunks | chunks uploaded | bytes uploaded / full upload "
+              "| full backup s | pg_dump alone s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for scen, k, f, i in rows:
             print(f"| {scen} | {k} KiB | {i['bytes'] / 1e6:.0f} | {i['chunks']} | "
                   f"{i['chunks_uploaded']} ({i['chunks_uploaded'] / i['chunks']:.1%}) | "
-                  f"{i['bytes_uploaded'] / f['bytes_uploaded']:.1%} |")
+                  f"{i['bytes_uploaded'] / f['bytes_uploaded']:.1%} | {f['wall_s']:.2f} | {f['alone_s']:.2f} |")
     finally:
         b.stop()
 
 
 def dump_stats(b, haul, repo, db):
+    t0 = time.monotonic()
     out = b.run([haul, "--json", "backup", "--db", f"app={b.db_url(db)}", "--repo", repo])
-    return json.loads(out)["databases"][0]
+    stats = json.loads(out)["databases"][0]
+    stats["wall_s"] = time.monotonic() - t0
+    return stats
+
+
+def pg_dump_alone(b, db):
+    t0 = time.monotonic()
+    with open(os.devnull, "wb") as null:
+        subprocess.run(["pg_dump", "-Fc", "-Z0", "-d", b.db_url(db)], stdout=null, check=True)
+    return time.monotonic() - t0
 
 
 def sql(b, db, text):
@@ -148,6 +169,15 @@ def change(b, db, scen, mb):
             sql(b, db, insert.format(n=n, s=10_000_000))
         elif scen == "append":
             sql(b, db, insert.format(n=n, s=20_000_000))
+        elif scen == "recent":
+            newest = f"SELECT ctid FROM {table} ORDER BY ctid DESC LIMIT {2 * n}"
+            sql(b, db, f"UPDATE {table} SET {UPDATES[table]} WHERE ctid = ANY(ARRAY({newest})) "
+                       f"AND random() < 0.5")
+        elif scen == "expire-append":
+            oldest = f"SELECT ctid FROM {table} ORDER BY ctid LIMIT {n}"
+            sql(b, db, f"DELETE FROM {table} WHERE ctid = ANY(ARRAY({oldest}))")
+            sql(b, db, f"VACUUM {table}")
+            sql(b, db, insert.format(n=n, s=30_000_000))
         else:
             raise SystemExit(f"unknown scenario {scen}")
 

@@ -344,6 +344,84 @@ async fn second_dump_after_a_small_change_uploads_little() {
     assert_same_database(&pg, &db, &restored).await;
 }
 
+/// A dump's chunk list lives in the repository, not in the snapshot root:
+/// the root names a few list pieces; a damaged piece is found by verify and
+/// refused by restore (exit 3), which creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_chunk_lists_live_outside_the_root() {
+    let Some(pg) = Pg::from_env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = format!("file://{}/repo", dir.path().display());
+    // Loose chunks and small dump chunks: many chunks, each a file.
+    Haul::insecure()
+        .run([
+            "init",
+            "--insecure-no-encryption",
+            "--pack-size",
+            "0",
+            "--dump-chunk-kib",
+            "16",
+            &repo,
+        ])
+        .ok();
+    let db = pg.create_db("lists").await;
+    pachyderm_like(&pg, &db, 3_000).await;
+    let b = Haul::insecure()
+        .run([
+            "--json",
+            "backup",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("pachyderm={}", pg.url(&db)),
+        ])
+        .ok()
+        .json();
+    let d = db_report(&b, "pachyderm");
+    assert!(num(d, "chunks") > 100, "{d}");
+
+    let root_path = std::fs::read_dir(dir.path().join("repo/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let root: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&root_path).unwrap()).unwrap();
+    assert_eq!(root["version"], 3, "{root}");
+    let record = &root["databases"][0];
+    assert!(record.get("chunks").is_none(), "no inline chunk ids: {record}");
+    assert_eq!(record["chunk_count"], d["chunks"], "{record}");
+    let pieces = record["chunk_lists"].as_array().expect("chunk lists");
+    assert!(!pieces.is_empty() && pieces.len() < 10, "{record}");
+    assert!(
+        std::fs::metadata(&root_path).unwrap().len() < 8_000,
+        "the root stays small"
+    );
+
+    // Damage the first piece: verify names it, restore refuses the dump.
+    let hex = pieces[0].as_str().unwrap();
+    let piece = dir.path().join(format!("repo/chunks/{}/{hex}", &hex[..2]));
+    let mut blob = std::fs::read(&piece).unwrap();
+    let last = blob.len() - 1;
+    blob[last] ^= 0x55;
+    std::fs::write(&piece, blob).unwrap();
+    let verify = Haul::insecure().run(["verify", "--repo", &repo]);
+    assert_eq!(verify.code, 3, "{}", verify.stderr);
+    assert!(verify.stdout.contains(hex), "{}", verify.stdout);
+    let target = Pg::unique("lists_restored");
+    Haul::insecure()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--db",
+            &format!("pachyderm={}", pg.url(&target)),
+        ])
+        .fails_with(3, hex);
+    assert!(!pg.exists(&target).await, "nothing created");
+}
+
 /// A target holding tables is refused without --clean; --clean replaces it in
 /// one transaction; a restore that fails leaves the target as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1413,6 +1491,10 @@ fn forge_record(
     let mut root: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&root_path).expect("read the root")).expect("json");
     let record = pick(&mut root);
+    // Inline, as a root before chunk lists had it (still read).
+    if let Some(r) = record.as_object_mut() {
+        r.remove("chunk_lists");
+    }
     record["chunks"] = serde_json::json!([hex]);
     record["bytes"] = plain.len().into();
     record["hash"] = blake3::hash(plain).to_hex().to_string().into();

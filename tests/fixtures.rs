@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use haul_manifest::segment::{self, SegmentWriter};
-use haul_manifest::{ChunkId, FORMAT_VERSION, RepoConfig, chunk};
+use haul_manifest::{ChunkId, FORMAT_VERSION, RepoConfig, SNAPSHOT_VERSION, chunk};
 use serde_json::Value;
 
 use crate::common::{Haul, Run, noise};
@@ -415,6 +415,24 @@ fn future_format_version() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(restored.is_empty(), "{restored:?}");
     f.check("future_format_version");
+}
+
+/// (c') A snapshot root written by a newer haul (its own version is newer
+/// than the roots this haul reads): refused with a reason to upgrade, never
+/// read as if it held what an older root holds.
+#[test]
+fn future_snapshot_version() {
+    let mut f = Fixture::new("fixture: the snapshot root says a version newer than this haul's");
+    let mut root = Fixture::read_json(&f.root_path());
+    root["version"] = (SNAPSHOT_VERSION + 1).into();
+    Fixture::write_json(&f.root_path(), &root);
+    let verify = f.verify(false);
+    assert_eq!(verify.code, 1, "{}", verify.stderr);
+    assert!(verify.stderr.contains("upgrade haul"), "{}", verify.stderr);
+    let (run, restored) = f.restore("restored", false);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(restored.is_empty(), "{restored:?}");
+    f.check("future_snapshot_version");
 }
 
 /// (d) Wrong counts in the snapshot root. The root is the one file of a

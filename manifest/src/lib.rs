@@ -46,7 +46,11 @@
 //! the dump's chunks in order (their concatenation is the output of
 //! `pg_dump --format=custom --compress=0`, whose blake3 is `hash`), the
 //! server and pg_dump versions, and the row count of every table taken in
-//! the same MVCC snapshot as the dump. The optional [`GlobalsRecord`]
+//! the same MVCC snapshot as the dump. Roots of version 3
+//! ([`SNAPSHOT_VERSION`]) name the chunks through a *chunk list*: pieces
+//! stored as chunks, each holding ids and plaintext lengths, cut by
+//! content so an unchanged stretch of a dump costs nothing ([`chunklist`]);
+//! older roots list the ids inline (`chunks`), and are still read. The optional [`GlobalsRecord`]
 //! (`Snapshot::globals`) holds `pg_dumpall --globals-only` (roles,
 //! tablespaces) as plain SQL, chunked the same way.
 //!
@@ -102,10 +106,12 @@
 //! A pack no index names (a killed backup's) holds nothing a snapshot
 //! needs.
 
-//! Compatibility: readers refuse a `haul-repo.json` or snapshot whose
-//! `version` is newer than [`FORMAT_VERSION`].
+//! Compatibility: readers refuse a `haul-repo.json` whose `version` is
+//! newer than [`FORMAT_VERSION`], and a snapshot root whose `version` is
+//! newer than [`SNAPSHOT_VERSION`].
 
 pub mod chunk;
+pub mod chunklist;
 pub mod crypto;
 pub mod diff;
 mod error;
@@ -121,7 +127,7 @@ pub use error::FormatError;
 pub use id::{ChunkId, InvalidId, RepoId, SnapshotId};
 pub use model::{
     BucketRecord, CdcParams, DatabaseGrant, DatabaseRecord, DatabaseShape, FORMAT_VERSION,
-    GlobalsRecord, ObjectEntry, RepoConfig, SegmentRef, Snapshot, TargetState,
+    GlobalsRecord, ObjectEntry, RepoConfig, SNAPSHOT_VERSION, SegmentRef, Snapshot, TargetState,
 };
 pub use pause::{PauseMethod, PauseRecord, PauseStep, PausedBy, Workload, WorkloadKind};
 pub use run::{Phase, PhaseKind, RunKind, RunRecord, RunStats};

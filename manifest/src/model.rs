@@ -13,6 +13,12 @@ use crate::{ChunkId, FormatError, RepoId, SnapshotId, tree};
 /// The repository format version this crate writes and reads.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// The version of the snapshot roots this crate writes and reads: 3 added
+/// chunk lists ([`DatabaseRecord::chunk_lists`]). A haul that reads roots
+/// only up to 2 refuses a version 3 root (with "upgrade haul") instead of
+/// finding a dump with no chunks in it.
+pub const SNAPSHOT_VERSION: u32 = 3;
+
 /// `haul-repo.json`: written once by `haul init`, read by every command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -269,7 +275,17 @@ pub struct DatabaseRecord {
     /// pg_dump options used, without connection settings.
     #[serde(default)]
     pub options: Vec<String>,
+    /// The dump's chunks, in order, in roots before version 3 (see
+    /// [`SNAPSHOT_VERSION`]); empty when `chunk_lists` names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chunks: Vec<ChunkId>,
+    /// The pieces of the dump's chunk list, in order (see
+    /// [`crate::chunklist`]): roots of version 3 and later.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_lists: Vec<ChunkId>,
+    /// How many chunks the dump has (informational; the list decides).
+    #[serde(default)]
+    pub chunk_count: u64,
     /// Length of the dump.
     pub bytes: u64,
     /// blake3 of the whole dump.
@@ -368,11 +384,11 @@ impl Snapshot {
             what: what.into(),
             source,
         })?;
-        if s.version > FORMAT_VERSION {
+        if s.version > SNAPSHOT_VERSION {
             return Err(FormatError::TooNew {
                 what: what.into(),
                 found: s.version,
-                supported: FORMAT_VERSION,
+                supported: SNAPSHOT_VERSION,
             });
         }
         Ok(s)

@@ -12,8 +12,9 @@ use haul_manifest::crypto::{self, Credential, Encryption, Keys, Kind};
 use haul_manifest::pause::PAUSES_DIR;
 use haul_manifest::segment::{self, SegmentWriter};
 use haul_manifest::{
-    CHUNKS_DIR, ChunkId, ObjectEntry, PauseRecord, REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId,
-    RunKind, RunRecord, SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
+    CHUNKS_DIR, ChunkId, DatabaseRecord, ObjectEntry, PauseRecord, REPO_CONFIG_PATH, RUNS_DIR,
+    RepoConfig, RepoId, RunKind, RunRecord, SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
+    chunklist,
 };
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::OnceCell;
@@ -561,6 +562,60 @@ impl Repository {
         let (id, len) = (enc.id, enc.blob_len() as u64);
         let uploaded = self.store_chunk(enc, plain).await?;
         Ok((id, if uploaded { len } else { 0 }))
+    }
+
+    /// Stores a dump's chunk list as pieces (see [`chunklist`]). Returns
+    /// the pieces' ids, in order, and the bytes uploaded.
+    pub async fn put_chunk_list(
+        &self,
+        entries: &[chunklist::ListEntry],
+    ) -> Result<(Vec<ChunkId>, u64)> {
+        let mut ids = Vec::new();
+        let mut uploaded = 0;
+        for piece in chunklist::pieces(entries) {
+            let (id, up) = self.put_plain(Bytes::from(piece)).await?;
+            ids.push(id);
+            uploaded += up;
+        }
+        Ok((ids, uploaded))
+    }
+
+    /// A dump's chunks, in order: from its chunk list's pieces (read and
+    /// checked; their lengths must add up to the dump's), or inline in a
+    /// root written before chunk lists.
+    pub async fn dump_chunks(&self, db: &DatabaseRecord) -> Result<Vec<ChunkId>> {
+        if db.chunk_lists.is_empty() {
+            return Ok(db.chunks.clone());
+        }
+        let what = format!("the chunk list of database {}", db.name);
+        let mut ids = Vec::with_capacity(usize::try_from(db.chunk_count).unwrap_or(0));
+        let mut total = 0u64;
+        let pieces: Vec<Bytes> = stream::iter(db.chunk_lists.iter().copied())
+            .map(|id| self.read_chunk(id))
+            .buffered(self.engine.limits.read_ahead.max(1))
+            .try_collect()
+            .await?;
+        for plain in pieces {
+            let entries =
+                chunklist::parse(&plain, &what).map_err(|e| self.corrupt(what.clone(), e))?;
+            for e in entries {
+                total += u64::from(e.len);
+                ids.push(e.id);
+            }
+        }
+        if total != db.bytes {
+            return Err(self.corrupt(
+                what.clone(),
+                haul_manifest::FormatError::Invalid {
+                    what,
+                    reason: format!(
+                        "its chunks hold {total} bytes, the snapshot says the dump has {}",
+                        db.bytes
+                    ),
+                },
+            ));
+        }
+        Ok(ids)
     }
 
     /// Reads a chunk and checks it against its id. Missing and damaged

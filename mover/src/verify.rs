@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use haul_manifest::{ChunkId, Snapshot};
+use haul_manifest::{ChunkId, Snapshot, SnapshotId};
 use serde::Serialize;
 
 use crate::{MoverError, Repository, Result};
@@ -69,8 +69,20 @@ pub async fn verify(
     repo.engine
         .progress
         .start("verify: reading manifests", 0, 0);
+    // Each dump's chunks, by snapshot and database, for the size check below.
+    let mut dumps: HashMap<(SnapshotId, &str), Vec<ChunkId>> = HashMap::new();
     for snap in snapshots {
-        wanted.extend(snap.databases.iter().flat_map(|d| d.chunks.iter().copied()));
+        for d in &snap.databases {
+            wanted.extend(d.chunk_lists.iter().copied());
+            match repo.dump_chunks(d).await {
+                Ok(ids) => {
+                    wanted.extend(ids.iter().copied());
+                    dumps.insert((snap.id, d.name.as_str()), ids);
+                }
+                Err(e @ MoverError::Corrupt { .. }) => report.damaged.push(crate::error_chain(&e)),
+                Err(e) => return Err(e),
+            }
+        }
         wanted.extend(snap.helm_values);
         wanted.extend(snap.globals.iter().flat_map(|g| g.chunks.iter().copied()));
         let Some(bucket) = &snap.bucket else { continue };
@@ -164,7 +176,10 @@ pub async fn verify(
         for snap in snapshots {
             for d in &snap.databases {
                 let what = || format!("snapshot {}: database {}", snap.id, d.name);
-                check_size(&sizes, what, d.bytes, &d.chunks, out);
+                // A list that could not be read was reported above.
+                if let Some(chunks) = dumps.get(&(snap.id, d.name.as_str())) {
+                    check_size(&sizes, what, d.bytes, chunks, out);
+                }
             }
             if let Some(g) = &snap.globals {
                 let what = || format!("snapshot {}: roles", snap.id);

@@ -11,6 +11,7 @@
 //! snapshot is exported is the moment the dump shows, however long pg_dump
 //! runs after the cluster has resumed.
 
+use haul_manifest::chunklist::ListEntry;
 use haul_manifest::{DatabaseRecord, DatabaseShape};
 use haul_mover::Repository;
 use serde::Serialize;
@@ -271,7 +272,18 @@ impl Exported {
             }
             Ok::<_, PgError>(())
         };
-        let (stored, (), counts) = futures::try_join!(storing, exited, counting)?;
+        let (mut stored, (), counts) = futures::try_join!(storing, exited, counting)?;
+        // The chunk list goes into the repository as pieces, not into the root.
+        let entries: Vec<ListEntry> = stored
+            .chunks
+            .iter()
+            .zip(&stored.lens)
+            .map(|(&id, &len)| ListEntry { id, len })
+            .collect();
+        let (chunk_lists, list_uploaded) = repo.put_chunk_list(&entries).await?;
+        if list_uploaded > 0 {
+            stored.bytes_uploaded += list_uploaded;
+        }
         this.client
             .batch_execute("COMMIT")
             .await
@@ -283,7 +295,9 @@ impl Exported {
             server_version: this.server_version.clone(),
             format: "custom".into(),
             options: DUMP_OPTIONS.iter().map(|s| (*s).to_owned()).collect(),
-            chunks: stored.chunks.clone(),
+            chunks: Vec::new(),
+            chunk_lists,
+            chunk_count: stored.chunks.len() as u64,
             bytes: stored.bytes,
             hash: stored.hash,
             tables: counts,

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use haul_manifest::{DatabaseRecord, Snapshot};
+use haul_manifest::{ChunkId, DatabaseRecord, Snapshot};
 use haul_mover::Repository;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -267,7 +267,8 @@ impl PlannedDb {
     ) -> Result<DbRestoreReport> {
         let t0 = Instant::now();
         let name = &self.plan.name;
-        self.check_archive(repo).await?;
+        let chunks = repo.dump_chunks(&self.record).await?;
+        self.check_archive(repo, &chunks).await?;
         let created = if self.plan.action == Action::Create {
             let (client, _) = maintenance(&self.conn, name).await?;
             // Like the original: owner, encoding, locale, settings, privileges.
@@ -284,7 +285,7 @@ impl PlannedDb {
         } else {
             false
         };
-        let result = self.pg_restore(repo, opts, limits).await;
+        let result = self.pg_restore(repo, &chunks, opts, limits).await;
         if result.is_err() && created {
             self.drop_created().await;
         }
@@ -310,8 +311,8 @@ impl PlannedDb {
     /// Refuses a dump that is not a pg_dump custom archive of the database
     /// the snapshot says it is, before pg_restore sees a byte of it (exit 3,
     /// damaged data). Reads the first chunk once more.
-    async fn check_archive(&self, repo: &Repository) -> Result<()> {
-        let Some(first) = self.record.chunks.first() else {
+    async fn check_archive(&self, repo: &Repository, chunks: &[ChunkId]) -> Result<()> {
+        let Some(first) = chunks.first() else {
             return Ok(());
         };
         let bytes = repo.read_chunk(*first).await?;
@@ -344,6 +345,7 @@ impl PlannedDb {
     async fn pg_restore(
         &self,
         repo: &Repository,
+        chunks: &[ChunkId],
         opts: DbRestoreOptions,
         limits: &DbLimits,
     ) -> Result<()> {
@@ -372,7 +374,7 @@ impl PlannedDb {
         let what = format!("the dump of {name} into pg_restore");
         let fed = stream::feed(
             repo,
-            &self.record.chunks,
+            chunks,
             self.record.bytes,
             self.record.hash,
             limits,

@@ -25,6 +25,8 @@ use crate::limits::DbLimits;
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub chunks: Vec<ChunkId>,
+    /// Each chunk's plaintext length.
+    pub lens: Vec<u32>,
     pub bytes: u64,
     pub hash: ChunkId,
     pub chunks_uploaded: u64,
@@ -106,19 +108,22 @@ pub async fn store<R: Read + Send + 'static>(
             let len = plain.len() as u64;
             let (id, uploaded) = repo.put_plain(plain).await?;
             repo.engine().progress.add(0, len);
-            Ok::<_, PgError>((id, uploaded))
+            // FastCDC's largest chunk is far below 4 GiB.
+            Ok::<_, PgError>((id, uploaded, len as u32))
         })
         .buffered(limits.chunks_in_flight.max(1));
     let mut out = Stored {
         chunks: Vec::new(),
+        lens: Vec::new(),
         bytes: 0,
         hash: ChunkId::of(b""),
         chunks_uploaded: 0,
         bytes_uploaded: 0,
     };
     let stored: Result<()> = chunks
-        .try_for_each(|(id, uploaded)| {
+        .try_for_each(|(id, uploaded, len)| {
             out.chunks.push(id);
+            out.lens.push(len);
             if uploaded > 0 {
                 out.chunks_uploaded += 1;
                 out.bytes_uploaded += uploaded;

@@ -223,7 +223,7 @@ pub(crate) async fn commit(
     mut phases: Vec<Phase>,
 ) -> Result<BackupReport> {
     let snapshot = Snapshot {
-        version: haul_manifest::FORMAT_VERSION,
+        version: haul_manifest::SNAPSHOT_VERSION,
         id: staged.id,
         time: staged.started,
         parent: staged.parent.as_ref().map(|p| p.id),
