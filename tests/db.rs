@@ -389,7 +389,10 @@ async fn dump_chunk_lists_live_outside_the_root() {
         serde_json::from_slice(&std::fs::read(&root_path).unwrap()).unwrap();
     assert_eq!(root["version"], 3, "{root}");
     let record = &root["databases"][0];
-    assert!(record.get("chunks").is_none(), "no inline chunk ids: {record}");
+    assert!(
+        record.get("chunks").is_none(),
+        "no inline chunk ids: {record}"
+    );
     assert_eq!(record["chunk_count"], d["chunks"], "{record}");
     let pieces = record["chunk_lists"].as_array().expect("chunk lists");
     assert!(!pieces.is_empty() && pieces.len() < 10, "{record}");

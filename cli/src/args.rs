@@ -152,8 +152,9 @@ pub enum Command {
         pack_size: Option<u32>,
         /// Average size of a database dump's content-defined chunks, in KiB
         /// (chunks range from a quarter of it to four times it) [default:
-        /// 1024]. Smaller chunks upload less of a dump whose changes are
-        /// spread across its tables, at the cost of more chunks per dump.
+        /// 128]. Smaller chunks upload less of a dump after a change (a 1%
+        /// change re-uploads 2–3% of a dump at 128 KiB, ~10% at 1024), at
+        /// the cost of more chunks per dump.
         #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..=16384))]
         dump_chunk_kib: Option<u32>,
     },

@@ -58,12 +58,17 @@ impl RepoConfig {
     /// Default object chunk size: 8 MiB, Pachyderm's average chunk, and above
     /// S3's 5 MiB minimum multipart part so a chunk can be a part.
     pub const DEFAULT_OBJECT_CHUNK_SIZE: u64 = 8 << 20;
-    /// Dump chunks average 1 MiB: fine enough that a 1% change in a database
-    /// touches a few percent of its dump, coarse enough to keep request counts low.
+    /// Dump chunks average 128 KiB (32 KiB to 512 KiB). Measured with
+    /// `benches/dumpchurn.py` on a Pachyderm-shaped database (BENCHMARKS.md,
+    /// "Dump chunking"): after 1% of the rows appended, or 1% updated among
+    /// the newest, or the oldest 1% expired and replaced, the next backup
+    /// uploads 2–3% of the dump against 9–10% at 1 MiB, for ~5% more time;
+    /// the chunks go into packs, and the list of them into chunk-list pieces
+    /// (not the snapshot root). Repositories keep the sizes they were made with.
     pub const DEFAULT_CDC: CdcParams = CdcParams {
-        min: 256 << 10,
-        avg: 1 << 20,
-        max: 4 << 20,
+        min: 32 << 10,
+        avg: 128 << 10,
+        max: 512 << 10,
     };
     /// zstd level 3: zstd's default, ~300 MB/s per core on text-like dumps.
     pub const DEFAULT_ZSTD_LEVEL: i32 = 3;

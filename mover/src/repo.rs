@@ -1060,6 +1060,57 @@ mod tests {
             .unwrap()
     }
 
+    /// Chunks stored one after another in a pack come back in one ranged
+    /// GET; a loose chunk among them costs one more, and the run after it one.
+    #[tokio::test]
+    async fn chunks_back_to_back_in_a_pack_are_read_in_one_request() {
+        let store = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), Faults::new()));
+        let loc = Location::from_store(
+            StoreUrl::parse("memory://coalesce").unwrap(),
+            store.clone(),
+            Path::default(),
+        );
+        let repo = Repository::init(loc, Engine::new(Limits::default()), None)
+            .await
+            .unwrap();
+        assert!(repo.config().pack.is_some());
+        let mut ids = Vec::new();
+        let mut plains = Vec::new();
+        for i in 0..200u32 {
+            let plain = Bytes::from(format!("chunk {i} ").repeat(300));
+            ids.push(repo.put_plain(plain.clone()).await.unwrap().0);
+            plains.push(plain);
+        }
+        // Incompressible and over the pack threshold: stored loose.
+        let mut noise = vec![0u8; 2 << 20];
+        blake3::Hasher::new()
+            .update(b"noise")
+            .finalize_xof()
+            .fill(&mut noise);
+        let noise = Bytes::from(noise);
+        let (loose, _) = repo.put_plain(noise.clone()).await.unwrap();
+        for i in 200..300u32 {
+            let plain = Bytes::from(format!("chunk {i} ").repeat(300));
+            ids.push(repo.put_plain(plain.clone()).await.unwrap().0);
+            plains.push(plain);
+        }
+        repo.flush_packs().await.unwrap();
+
+        let before = store.count(Op::Get);
+        assert_eq!(repo.read_chunks(&ids).await.unwrap(), plains);
+        assert_eq!(store.count(Op::Get) - before, 1, "one pack, one request");
+
+        let mut mixed = ids[..100].to_vec();
+        mixed.push(loose);
+        mixed.extend_from_slice(&ids[100..]);
+        let mut want = plains[..100].to_vec();
+        want.push(noise);
+        want.extend_from_slice(&plains[100..]);
+        let before = store.count(Op::Get);
+        assert_eq!(repo.read_chunks(&mixed).await.unwrap(), want);
+        assert_eq!(store.count(Op::Get) - before, 3);
+    }
+
     /// The root's write fails, yet the root is there (its reply was lost):
     /// that is a commit. Failed for real, it is not; nothing is claimed
     /// that a read-back did not show. (Put #1 is `haul-repo.json`.)

@@ -10,7 +10,8 @@ pub struct DbLimits {
     /// order). Four 1 MiB-average chunks keep an object store busy while
     /// pg_dump, usually the slower side, keeps writing.
     pub chunks_in_flight: usize,
-    /// Chunks read ahead of pg_restore: hides the store's latency.
+    /// Batches of chunks (~2 MiB each) read ahead of pg_restore: hides the
+    /// store's latency.
     pub read_ahead: usize,
 }
 

@@ -142,6 +142,9 @@ pub async fn store<R: Read + Send + 'static>(
     Ok(out)
 }
 
+/// Bytes of dump chunks read in one batch when restoring.
+const READ_BATCH_BYTES: u64 = 2 << 20;
+
 /// Writes the chunks, in order and verified, to `sink` (a child's stdin),
 /// reading a few ahead. Checks the whole stream's length and blake3 against
 /// the record before the last byte is handed over, so a program that reads
@@ -155,13 +158,20 @@ pub async fn feed<W: tokio::io::AsyncWrite + Unpin>(
     sink: &mut W,
     what: &str,
 ) -> Result<()> {
+    // Chunks are read in batches of ~2 MiB: packed chunks of a dump lie
+    // back to back, so a batch is usually one ranged GET (small chunks
+    // read one at a time would make latency the limit).
+    let cdc = repo.config().cdc;
+    let batch = (READ_BATCH_BYTES / u64::from(cdc.avg.max(1))).max(1) as usize;
     let _memory = repo
         .engine()
-        .reserve(repo.config().cdc.max as u64 * (limits.read_ahead as u64 + 1))
+        .reserve(u64::from(cdc.max) * batch as u64 * (limits.read_ahead as u64 + 1))
         .await;
-    let mut reads = stream::iter(chunks.iter().copied())
-        .map(|id| repo.read_chunk(id))
-        .buffered(limits.read_ahead.max(1));
+    let mut reads = stream::iter(chunks.chunks(batch))
+        .map(|ids| repo.read_chunks(ids))
+        .buffered(limits.read_ahead.max(1))
+        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok::<_, haul_mover::MoverError>)))
+        .try_flatten();
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     let mut held: Option<Bytes> = None;

@@ -37,6 +37,8 @@ pub(super) const PACK_SLOTS: usize = 4;
 /// so a killed backup leaves at most this many chunks for the next to
 /// upload again (it reuses the rest).
 const INDEX_EVERY: usize = 50_000;
+/// The most one ranged GET of back-to-back packed chunks asks for.
+pub const COALESCE_BYTES: u64 = 8 << 20;
 
 /// Where a packed chunk is.
 #[derive(Debug, Clone, Copy)]
@@ -396,6 +398,53 @@ impl Repository {
                 },
             )
         }))
+    }
+
+    /// Reads chunks in order, each checked against its id, in as few
+    /// requests as it takes: packed chunks that lie back to back in one pack
+    /// (a dump's, or a folder's small files, stored in order) come in one
+    /// ranged GET of at most [`COALESCE_BYTES`]; loose ones one GET each.
+    pub async fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Bytes>> {
+        let mut located = Vec::with_capacity(ids.len());
+        for id in ids {
+            located.push((*id, self.locate(&self.chunk_name(id)).await?));
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        let mut i = 0;
+        while i < located.len() {
+            let (id, Some((pack, first))) = located[i] else {
+                out.push(self.read_chunk(located[i].0).await?);
+                i += 1;
+                continue;
+            };
+            // The run of blobs that follow each other in this pack.
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.len);
+            let mut j = i + 1;
+            while let Some((_, Some((p, b)))) = located.get(j) {
+                let next_end = end + u64::from(b.len);
+                if *p != pack || u64::from(b.offset) != end || next_end - start > COALESCE_BYTES {
+                    break;
+                }
+                end = next_end;
+                j += 1;
+            }
+            let span = Blob {
+                name: first.name,
+                offset: first.offset,
+                // At most COALESCE_BYTES, far below 4 GiB.
+                len: (end - start) as u32,
+            };
+            let bytes = self.read_packed(id, pack, span).await?;
+            for (id, at) in &located[i..j] {
+                let Some((_, b)) = at else { continue };
+                let from = (u64::from(b.offset) - start) as usize;
+                let blob = bytes.slice(from..from + b.len as usize);
+                out.push(self.decode_blob(*id, blob).await?);
+            }
+            i = j;
+        }
+        Ok(out)
     }
 
     /// Reads one packed blob with a ranged GET. A pack that is gone or
