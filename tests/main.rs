@@ -18,5 +18,6 @@ mod golden;
 mod lanes;
 mod packs;
 mod proxy_faults;
+mod prune;
 mod refresh;
 mod retention;

@@ -169,11 +169,12 @@ pub enum Command {
     /// label (--keep-label). It applies to each source on its own (bucket
     /// and databases), so one repository can serve several clusters.
     /// Forgetting removes snapshot roots only: the chunks they alone
-    /// referenced stay until prune reclaims them (not in this version yet).
+    /// referenced stay until `haul prune` (or --prune) reclaims them.
     #[command(after_help = "Examples:
   haul forget -r s3://backups/pachyderm --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --dry-run
   haul forget -c prod.toml                       # the [retention] section's policy
-  haul forget -r s3://backups/pachyderm 3f9a1c2e  # one snapshot, by id or prefix")]
+  haul forget -r s3://backups/pachyderm 3f9a1c2e  # one snapshot, by id or prefix
+  haul forget -c prod.toml --prune               # nightly: forget, then prune (see haul prune --help)")]
     Forget {
         /// Snapshots to forget (id or prefix); instead of a policy.
         #[arg(value_name = "SNAPSHOT")]
@@ -205,6 +206,49 @@ pub enum Command {
         #[arg(long, value_name = "KEY=VALUE")]
         keep_label: Vec<String>,
         /// Say what would go and why each kept snapshot is kept; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Then prune: mark what no snapshot references any more, and delete
+        /// what an earlier prune marked (see `haul prune --help`).
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: the grace period of marks (see `haul prune --help`).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "20h",
+            requires = "prune"
+        )]
+        grace: String,
+    },
+
+    /// Delete what no snapshot references: chunks, packs, old run records.
+    ///
+    /// Safe while backups run, without a lock, in two steps: each prune
+    /// *marks* what no snapshot (or restore-target record) references, in a
+    /// record under prune/, and *deletes* what an earlier mark named once
+    /// the grace period has passed, if it is still unreferenced and was not
+    /// written again since. A backup that starts after a mark never reuses a
+    /// marked chunk (it stores it again); one that started before must
+    /// commit within the grace period, so the grace must be longer than any
+    /// backup runs. The default (20h) lets a nightly `forget --prune` delete
+    /// what the previous night's marked. Packs at least half unreferenced
+    /// are repacked (their referenced chunks copied into a new pack, checked
+    /// first). The newest 100 run records of each kind are kept. Run one
+    /// prune at a time.
+    #[command(after_help = "Examples:
+  haul prune -r s3://backups/pachyderm --dry-run   # what would be marked and deleted
+  haul prune -c prod.toml                         # mark now; delete what was marked 20h+ ago
+  haul forget -c prod.toml --prune                # nightly: the [retention] policy, then prune
+  haul prune -r file:///srv/haul --grace 0        # no backup running: mark and delete at once")]
+    Prune {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// How long a mark waits before what it names is deleted (e.g. 20h,
+        /// 90m, 2d). 0 marks and deletes at once: only while no backup runs.
+        #[arg(long, value_name = "DURATION", default_value = "20h")]
+        grace: String,
+        /// Count what would be marked and deleted; change nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -25,6 +25,7 @@
 //! | `runs/<time>-<kind>-<id>.json` | [`RunRecord`]: the timing of one backup or restore, used to predict downtime. |
 //! | `targets/<hash>.json` | [`TargetState`]: what haul last wrote into a restore target, so the next restore can skip what is already there. |
 //! | `packs/…`, `index/…` | format v2: small chunks gathered into packs, and where each is (see **Packs** below). |
+//! | `prune/<time>-<id>.json` | [`prune::PruneMark`]: what a prune found unreferenced and when; a later prune deletes it after the grace period (see [`prune`]). |
 //! | `pauses/<run>.json` | [`PauseRecord`]: a cluster a backup paused and what resumes it; written before the first change to the cluster, removed after the resume (see [`pause`]). |
 //!
 //! **Chunks.** A chunk blob is a 14-byte header followed by the payload:
@@ -119,6 +120,7 @@ mod id;
 mod model;
 pub mod pack;
 pub mod pause;
+pub mod prune;
 mod run;
 pub mod segment;
 pub mod tree;

@@ -27,6 +27,7 @@ pub mod bucket_backup;
 pub mod bucket_restore;
 mod engine;
 mod error;
+pub mod failpoint;
 pub mod faults;
 mod limits;
 pub mod listing;
@@ -41,4 +42,7 @@ pub use engine::{Engine, Progress};
 pub use error::{MoverError, Result, error_chain};
 pub use limits::Limits;
 pub use location::{Location, Scheme, StoreConfig, StoreUrl, toml_error};
-pub use repo::{PackGroup, Repository, SegmentSink, new_snapshot_id, spawned};
+pub use repo::{
+    KEEP_RUNS, PackGroup, PruneOptions, PruneReport, REPACK_UNUSED_PERCENT, Repository,
+    SegmentSink, new_snapshot_id, spawned,
+};

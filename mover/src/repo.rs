@@ -23,7 +23,9 @@ use crate::engine::AbortOnDrop;
 use crate::{Engine, Location, MoverError, Result, listing};
 
 mod packs;
+mod prune;
 pub use packs::PackGroup;
+pub use prune::{KEEP_RUNS, PruneOptions, PruneReport, REPACK_UNUSED_PERCENT};
 
 /// An opened repository. Cloning is cheap (one `Arc`): transfers run as
 /// their own tasks, each holding a clone.
@@ -65,6 +67,8 @@ pub struct RepoInner {
     keys: Option<Arc<Keys>>,
     /// Small chunks on their way into packs, and where packed chunks are.
     packer: packs::Packer,
+    /// What prune marks name: never reused by a backup (loaded once).
+    marks: OnceCell<prune::Marks>,
 }
 
 impl std::ops::Deref for Repository {
@@ -276,6 +280,7 @@ impl Repository {
             expected_chunks: AtomicUsize::new(0),
             keys,
             packer: packs::Packer::default(),
+            marks: OnceCell::new(),
         })))
     }
 
@@ -425,6 +430,10 @@ impl Repository {
         if self.known_chunks().contains(id) {
             return Ok(true);
         }
+        // A chunk a prune marked may be deleted by its sweep: store it again.
+        if self.marks().await?.loose.contains(id) {
+            return Ok(false);
+        }
         self.looked
             .get_or_try_init(|| async {
                 // A parent snapshot's chunks say the answer without a request.
@@ -456,7 +465,9 @@ impl Repository {
         }
         self.listed
             .get_or_try_init(|| async {
-                let all = self.list_loose_chunks().await?;
+                let mut all = self.list_loose_chunks().await?;
+                let marked = &self.marks().await?.loose;
+                all.retain(|n| !marked.contains(n));
                 self.known_chunks().extend(all);
                 Ok::<_, MoverError>(())
             })

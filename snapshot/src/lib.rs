@@ -43,4 +43,5 @@ mod window;
 pub use cancel::Cancel;
 pub use error::{ComponentOutcome, Result, SnapshotError};
 pub use events::{Event, EventSink, Events};
+pub use host::hostname;
 pub use units::human_bytes;

@@ -60,6 +60,8 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             keep_within,
             keep_label,
             dry_run,
+            prune,
+            grace,
         } => {
             let flags = KeepFlags {
                 last: keep_last,
@@ -72,7 +74,17 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 labels: keep_label,
             };
             let repo_url = ctx.repo_url(&repo, false)?;
-            interruptible(&ctx, forget(&ctx, &repo_url, &ids, flags, dry_run)).await
+            let prune = prune.then(|| prune_options(&grace, dry_run)).transpose()?;
+            interruptible(&ctx, forget(&ctx, &repo_url, &ids, flags, dry_run, prune)).await
+        }
+        Command::Prune {
+            repo,
+            grace,
+            dry_run,
+        } => {
+            let repo_url = ctx.repo_url(&repo, false)?;
+            let opts = prune_options(&grace, dry_run)?;
+            interruptible(&ctx, prune(&ctx, &repo_url, opts)).await
         }
         Command::Backup {
             source,
@@ -338,12 +350,83 @@ impl KeepFlags {
 }
 
 /// `haul forget`: snapshot roots a policy does not keep, or those named.
+fn prune_options(grace: &str, dry_run: bool) -> Result<haul_mover::PruneOptions> {
+    Ok(haul_mover::PruneOptions {
+        grace: crate::config::parse_duration(grace)
+            .map_err(|e| CliError::Usage(format!("--grace: {e}")))?,
+        dry_run,
+        host: haul_snapshot::hostname().unwrap_or_else(|| "unknown".into()),
+        forgetting: Vec::new(),
+    })
+}
+
+/// `haul prune`.
+async fn prune(ctx: &Context, repo_url: &str, opts: haul_mover::PruneOptions) -> Result<Outcome> {
+    let repo = ctx.repo(repo_url).await?;
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
+    let report = repo.prune(&opts).await;
+    view.finish().await;
+    let report = report?;
+    emit(ctx.json, &report, |w| write_prune(w, &report));
+    Ok(Outcome::Done)
+}
+
+/// What a prune did, for a person.
+fn write_prune(w: &mut dyn std::io::Write, r: &haul_mover::PruneReport) -> std::io::Result<()> {
+    let would = if r.dry_run { "would be " } else { "" };
+    writeln!(
+        w,
+        "{} snapshot(s) reference {} chunks",
+        r.snapshots, r.chunks_referenced
+    )?;
+    if r.marks_swept > 0 {
+        writeln!(
+            w,
+            "swept {} mark(s): {} chunks and {} pack(s) {would}deleted ({} repacked into {}), {} {would}freed",
+            r.marks_swept,
+            r.chunks_deleted,
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_written,
+            bytes(r.bytes_freed)
+        )?;
+    }
+    if r.marked_chunks + r.marked_packs > 0 {
+        writeln!(
+            w,
+            "{} unreferenced chunks ({} pack(s), {}) {}marked",
+            r.marked_chunks,
+            r.marked_packs,
+            bytes(r.marked_bytes),
+            would
+        )?;
+    } else {
+        writeln!(w, "nothing new is unreferenced")?;
+    }
+    if let Some(t) = r.next_sweep {
+        writeln!(
+            w,
+            "{} mark(s) wait for their grace period: the next prune after {} deletes what they name",
+            r.marks_pending,
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )?;
+    }
+    if r.runs_deleted > 0 {
+        writeln!(w, "deleted {} old run record(s)", r.runs_deleted)?;
+    }
+    if r.dry_run {
+        writeln!(w, "dry run: nothing was changed")?;
+    }
+    Ok(())
+}
+
 async fn forget(
     ctx: &Context,
     repo_url: &str,
     ids: &[String],
     flags: KeepFlags,
     dry_run: bool,
+    mut prune: Option<haul_mover::PruneOptions>,
 ) -> Result<Outcome> {
     use haul_snapshot::retention::{self, Decision};
     let repo = ctx.repo(repo_url).await?;
@@ -389,6 +472,19 @@ async fn forget(
             removed += 1;
         }
     }
+    let pruned = match &mut prune {
+        Some(opts) => {
+            // A dry run prunes as if the forgotten snapshots were gone.
+            opts.forgetting = gone.iter().map(|d| d.id).collect();
+            let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
+            let r = repo.prune(opts).await;
+            view.finish().await;
+            let mut r = r?;
+            r.snapshots_removed = removed;
+            Some(r)
+        }
+        None => None,
+    };
     #[derive(Serialize)]
     struct Row<'a> {
         id: String,
@@ -404,12 +500,16 @@ async fn forget(
         snapshots_removed: u64,
         snapshots_kept: usize,
         snapshots: Vec<Row<'a>>,
+        /// With --prune: what it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prune: Option<&'a haul_mover::PruneReport>,
     }
     let out = Out {
         repository: repo.url(),
         dry_run,
         snapshots_removed: removed,
         snapshots_kept: decisions.len() - gone.len(),
+        prune: pruned.as_ref(),
         snapshots: decisions
             .iter()
             .map(|d| Row {
@@ -446,13 +546,23 @@ async fn forget(
                 "dry run: {} snapshot(s) would be forgotten, {} kept",
                 gone.len(),
                 out.snapshots_kept
-            )
+            )?;
+        } else if out.prune.is_some() {
+            writeln!(
+                w,
+                "forgot {} snapshot(s), kept {}",
+                out.snapshots_removed, out.snapshots_kept
+            )?;
         } else {
             writeln!(
                 w,
-                "forgot {} snapshot(s), kept {} (their chunks stay until prune, not in this version yet)",
+                "forgot {} snapshot(s), kept {} (the chunks only they referenced stay until `haul prune`)",
                 out.snapshots_removed, out.snapshots_kept
-            )
+            )?;
+        }
+        match out.prune {
+            Some(p) => write_prune(w, p),
+            None => Ok(()),
         }
     });
     Ok(Outcome::Done)

@@ -38,7 +38,7 @@ pub(super) const PACK_SLOTS: usize = 4;
 /// upload again (it reuses the rest).
 const INDEX_EVERY: usize = 50_000;
 /// The most one ranged GET of back-to-back packed chunks asks for.
-pub const COALESCE_BYTES: u64 = 8 << 20;
+const COALESCE_BYTES: u64 = 8 << 20;
 
 /// Where a packed chunk is.
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +202,16 @@ impl Repository {
         enc: chunk::Encoded,
         plain: Bytes,
     ) -> Result<bool> {
-        if self.is_packed(&name).await? {
+        // A chunk in a pack a prune marked counts as absent: stored again.
+        let marked = &self.marks().await?.packs;
+        let live = |s: &PackState| {
+            s.pending.contains(&name)
+                || s.located
+                    .get(&name)
+                    .is_some_and(|l| !marked.contains(&s.packs[l.pack as usize]))
+        };
+        self.load_index().await?;
+        if live(&self.packer.state()) {
             return Ok(false);
         }
         if let Some(why) = self.packer.state().failed.clone() {
@@ -231,9 +240,10 @@ impl Repository {
             let mut open = self.packer.open.lock().await;
             {
                 let mut s = self.packer.state();
-                if s.located.contains_key(&name) || !s.pending.insert(name) {
+                if live(&s) {
                     return Ok(false);
                 }
+                s.pending.insert(name);
             }
             if open.is_none() {
                 let slot = self
@@ -403,7 +413,7 @@ impl Repository {
     /// Reads chunks in order, each checked against its id, in as few
     /// requests as it takes: packed chunks that lie back to back in one pack
     /// (a dump's, or a folder's small files, stored in order) come in one
-    /// ranged GET of at most [`COALESCE_BYTES`]; loose ones one GET each.
+    /// ranged GET of at most 8 MiB; loose ones one GET each.
     pub async fn read_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Bytes>> {
         let mut located = Vec::with_capacity(ids.len());
         for id in ids {

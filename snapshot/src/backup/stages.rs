@@ -237,6 +237,7 @@ pub(crate) async fn commit(
         labels: req.labels.clone(),
     };
     let t_commit = Instant::now();
+    crate::failpoint::hit("root").await?;
     req.repo.write_snapshot(&snapshot).await?;
     phases.push(Phase::timed(
         PhaseKind::Commit,

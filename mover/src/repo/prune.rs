@@ -1,0 +1,630 @@
+//! Prune: delete what no snapshot references, in two steps and without a
+//! lock (the protocol is in [`haul_manifest::prune`]).
+//!
+//! ```text
+//! prune:  T0 ─▶ roots + restore-target records ─▶ referenced (stored names)
+//!            ─▶ listing of chunks/, packs/, index/ (with sizes and times)
+//!            ─▶ sweep each mark older than the grace period:
+//!                 copy the referenced blobs of its packs into new packs,
+//!                 write one index of every pack that stays, delete the old
+//!                 indexes, then the packs and loose chunks still unreferenced
+//!                 and written before the mark, then the mark
+//!            ─▶ mark what is unreferenced now (time T0)
+//! backup: marks ─▶ a marked chunk counts as absent: stored again
+//! ```
+//!
+//! Every step leaves a valid repository if it is killed: a new index is
+//! written before the old ones go, and an index never names a pack after
+//! the pack is deleted without another index naming the pack's copy.
+//! One prune at a time: two sweeping at once could each rewrite the index
+//! from a listing the other is changing.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use haul_manifest::crypto::Kind;
+use haul_manifest::pack::{self, INDEX_DIR, PACKS_DIR, PackEntry, PackId, PackWriter};
+use haul_manifest::prune::{PRUNE_DIR, PRUNE_MARK_VERSION, PruneMark, mark_path};
+use haul_manifest::{
+    CHUNKS_DIR, ChunkId, FormatError, RUNS_DIR, RunKind, Snapshot, TARGETS_DIR, TargetState,
+};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::Serialize;
+
+use super::{Repository, random};
+use crate::{MoverError, Result};
+
+/// A pack is repacked (its referenced chunks copied, the pack deleted) once
+/// at least this share of its bytes is unreferenced, in percent.
+pub const REPACK_UNUSED_PERCENT: u64 = 50;
+/// Run records kept per kind (the newest): downtime predictions read a few.
+pub const KEEP_RUNS: usize = 100;
+
+/// What prune may do.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How long a mark waits before its sweep: longer than any backup runs.
+    pub grace: std::time::Duration,
+    /// Count and report only; write and delete nothing.
+    pub dry_run: bool,
+    /// Where this runs, recorded in the mark for the operator.
+    pub host: String,
+    /// Snapshots to count as gone (a dry run of `forget --prune`).
+    pub forgetting: Vec<haul_manifest::SnapshotId>,
+}
+
+/// What prune did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub repository: String,
+    pub dry_run: bool,
+    pub grace_s: f64,
+    /// Snapshots forgotten first (`haul forget --prune`); 0 for `haul prune`.
+    pub snapshots_removed: u64,
+    pub snapshots: u64,
+    /// Chunks the snapshots and restore-target records reference.
+    pub chunks_referenced: u64,
+    /// Chunks deleted by sweeps (loose ones and those in deleted packs).
+    pub chunks_deleted: u64,
+    /// Bytes deleted, less the bytes of packs written to keep referenced
+    /// chunks of repacked packs.
+    pub bytes_freed: u64,
+    pub packs_deleted: u64,
+    pub packs_repacked: u64,
+    pub packs_written: u64,
+    pub indexes_written: u64,
+    pub indexes_deleted: u64,
+    /// Marks swept this run.
+    pub marks_swept: u64,
+    /// The mark made this run: chunks and packs, and their bytes.
+    pub marked_chunks: u64,
+    pub marked_packs: u64,
+    pub marked_bytes: u64,
+    /// Marks waiting for their grace period, and the earliest time one is due.
+    pub marks_pending: u64,
+    pub next_sweep: Option<DateTime<Utc>>,
+    pub runs_deleted: u64,
+}
+
+/// Chunks and packs some mark names: backups do not reuse them.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    pub(crate) loose: HashSet<ChunkId>,
+    pub(crate) packs: HashSet<PackId>,
+}
+
+/// One listed object: size and last modification.
+#[derive(Debug, Clone, Copy)]
+struct Obj {
+    size: u64,
+    modified: DateTime<Utc>,
+}
+
+/// What the repository holds, as listed.
+#[derive(Debug, Default)]
+struct Inventory {
+    loose: HashMap<ChunkId, Obj>,
+    packs: HashMap<PackId, Obj>,
+    /// Every index: its path and the packs it names.
+    indexes: Vec<(String, Vec<PackEntry>)>,
+}
+
+impl Inventory {
+    /// The blobs of each pack, as the indexes say (a pack named twice:
+    /// either entry; they are the same pack).
+    fn pack_blobs(&self) -> HashMap<PackId, &PackEntry> {
+        let mut out = HashMap::new();
+        for (_, entries) in &self.indexes {
+            for e in entries {
+                out.entry(e.pack).or_insert(e);
+            }
+        }
+        out
+    }
+}
+
+impl Repository {
+    /// The chunks and packs of every mark, loaded once per handle: a backup
+    /// stores a marked chunk again rather than reuse it.
+    pub(crate) async fn marks(&self) -> Result<&Marks> {
+        self.marks
+            .get_or_try_init(|| async {
+                let mut m = Marks::default();
+                for (_, mark) in self.load_marks().await? {
+                    m.loose.extend(mark.loose);
+                    m.packs.extend(mark.packs);
+                }
+                Ok::<_, MoverError>(m)
+            })
+            .await
+    }
+
+    async fn load_marks(&self) -> Result<Vec<(String, PruneMark)>> {
+        let mut out = Vec::new();
+        for name in self.json_names(PRUNE_DIR, "list prune marks of").await? {
+            let rel = format!("{PRUNE_DIR}/{name}.json");
+            let Some(mark) = self.read_json::<PruneMark>(&rel).await? else {
+                continue;
+            };
+            if mark.version > PRUNE_MARK_VERSION {
+                return Err(self.corrupt(
+                    rel.clone(),
+                    FormatError::TooNew {
+                        what: rel,
+                        found: mark.version,
+                        supported: PRUNE_MARK_VERSION,
+                    },
+                ));
+            }
+            out.push((rel, mark));
+        }
+        Ok(out)
+    }
+
+    /// Sweeps the marks older than the grace period, then marks what no
+    /// snapshot references now. With a grace of 0, the new mark is swept
+    /// at once (safe only while no backup runs).
+    pub async fn prune(&self, opts: &PruneOptions) -> Result<PruneReport> {
+        let mut report = PruneReport {
+            repository: self.url(),
+            dry_run: opts.dry_run,
+            grace_s: opts.grace.as_secs_f64(),
+            ..Default::default()
+        };
+        self.flush_packs().await?;
+        let marked = self.prune_pass(opts, &mut report, true).await?;
+        if marked && opts.grace.is_zero() && !opts.dry_run {
+            // The roots again: one may have been committed since T0.
+            self.prune_pass(opts, &mut report, false).await?;
+        }
+        if !opts.dry_run {
+            report.runs_deleted = self.delete_old_runs().await?;
+        }
+        Ok(report)
+    }
+
+    /// One look at the repository: sweep what is due, then (if `mark`)
+    /// mark. Returns whether a mark was written.
+    async fn prune_pass(
+        &self,
+        opts: &PruneOptions,
+        report: &mut PruneReport,
+        mark: bool,
+    ) -> Result<bool> {
+        let t0 = Utc::now();
+        let progress = &self.engine.progress;
+        progress.start("prune: reading snapshots", 0, 0);
+        let mut snaps = self.snapshots().await?;
+        snaps.retain(|s| !opts.forgetting.contains(&s.id));
+        report.snapshots = snaps.len() as u64;
+        let referenced = self.referenced(&snaps).await?;
+        report.chunks_referenced = referenced.len() as u64;
+        progress.start("prune: listing the repository", 0, 0);
+        let mut inv = self.inventory().await?;
+        let marks = self.load_marks().await?;
+        let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let (due, pending): (Vec<_>, Vec<_>) = marks
+            .into_iter()
+            .partition(|(_, m)| m.time.checked_add_signed(grace).is_some_and(|t| t <= now));
+        report.marks_pending = pending.len() as u64;
+        report.next_sweep = pending
+            .iter()
+            .filter_map(|(_, m)| m.time.checked_add_signed(grace))
+            .min();
+        if !due.is_empty() {
+            progress.start("prune: sweeping", 0, 0);
+            self.sweep(&due, &referenced, &mut inv, opts.dry_run, report)
+                .await?;
+        }
+        if !mark {
+            return Ok(false);
+        }
+        // Mark what is unreferenced now and no pending mark names yet.
+        let mut already: HashSet<ChunkId> = HashSet::new();
+        for (_, m) in &pending {
+            already.extend(m.loose.iter().copied());
+            already.extend(m.packs.iter().copied());
+        }
+        let mut new = PruneMark {
+            version: PRUNE_MARK_VERSION,
+            time: t0,
+            host: opts.host.clone(),
+            pid: std::process::id(),
+            loose: Vec::new(),
+            packs: Vec::new(),
+            bytes: 0,
+        };
+        for (name, obj) in &inv.loose {
+            if !referenced.contains_key(name) && !already.contains(name) && obj.modified < t0 {
+                new.loose.push(*name);
+                new.bytes += obj.size;
+            }
+        }
+        let blobs = inv.pack_blobs();
+        for (id, obj) in &inv.packs {
+            if already.contains(id) || obj.modified >= t0 {
+                continue;
+            }
+            let unused = match blobs.get(id) {
+                // Not in any index: a killed backup's pack.
+                None => obj.size,
+                Some(e) => e
+                    .blobs
+                    .iter()
+                    .filter(|b| !referenced.contains_key(&b.name))
+                    .map(|b| u64::from(b.len))
+                    .sum(),
+            };
+            if unused > 0 && unused * 100 >= obj.size * REPACK_UNUSED_PERCENT {
+                new.packs.push(*id);
+                new.bytes += unused;
+                report.marked_chunks += blobs.get(id).map_or(0, |e| {
+                    e.blobs
+                        .iter()
+                        .filter(|b| !referenced.contains_key(&b.name))
+                        .count() as u64
+                });
+            }
+        }
+        report.marked_chunks += new.loose.len() as u64;
+        report.marked_packs = new.packs.len() as u64;
+        report.marked_bytes = new.bytes;
+        if new.loose.is_empty() && new.packs.is_empty() {
+            return Ok(false);
+        }
+        new.loose.sort();
+        new.packs.sort();
+        if !opts.dry_run {
+            let id = ChunkId(random()?).to_hex();
+            self.write_json(&mark_path(t0, &id[..16]), &new).await?;
+            report.marks_pending += 1;
+            let due = t0.checked_add_signed(grace);
+            report.next_sweep = match (report.next_sweep, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(true)
+    }
+
+    /// Deletes what `due` marks name and is still unreferenced and older
+    /// than its mark; repacks the referenced chunks of marked packs first.
+    async fn sweep(
+        &self,
+        due: &[(String, PruneMark)],
+        referenced: &HashMap<ChunkId, ChunkId>,
+        inv: &mut Inventory,
+        dry_run: bool,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let blobs: HashMap<PackId, PackEntry> = inv
+            .pack_blobs()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        let mut loose_gone: Vec<ChunkId> = Vec::new();
+        let mut packs_gone: Vec<PackId> = Vec::new();
+        for (_, m) in due {
+            for name in &m.loose {
+                if referenced.contains_key(name) {
+                    continue;
+                }
+                if let Some(obj) = inv.loose.get(name).filter(|o| o.modified < m.time) {
+                    loose_gone.push(*name);
+                    report.chunks_deleted += 1;
+                    report.bytes_freed += obj.size;
+                }
+            }
+            for id in &m.packs {
+                if let Some(obj) = inv.packs.get(id).filter(|o| o.modified < m.time) {
+                    packs_gone.push(*id);
+                    report.bytes_freed += obj.size;
+                    report.chunks_deleted += blobs.get(id).map_or(0, |e| {
+                        e.blobs
+                            .iter()
+                            .filter(|b| !referenced.contains_key(&b.name))
+                            .count() as u64
+                    });
+                }
+            }
+        }
+        loose_gone.sort();
+        loose_gone.dedup();
+        packs_gone.sort();
+        packs_gone.dedup();
+        let gone: HashSet<PackId> = packs_gone.iter().copied().collect();
+
+        // Referenced chunks of the packs that go, unless a pack that stays
+        // (or a loose chunk that stays) holds them too: copied first.
+        let mut kept_elsewhere: HashSet<ChunkId> = inv
+            .loose
+            .keys()
+            .filter(|n| !loose_gone.contains(n))
+            .copied()
+            .collect();
+        for (id, e) in &blobs {
+            if !gone.contains(id) && inv.packs.contains_key(id) {
+                kept_elsewhere.extend(e.blobs.iter().map(|b| b.name));
+            }
+        }
+        let mut written: Vec<PackEntry> = Vec::new();
+        let mut writer: Option<PackWriter> = None;
+        let pack_size = self.config.pack.map_or(8 << 20, |p| p.size as usize);
+        for id in &packs_gone {
+            let Some(entry) = blobs.get(id) else { continue };
+            let live: Vec<_> = entry
+                .blobs
+                .iter()
+                .filter(|b| referenced.contains_key(&b.name) && !kept_elsewhere.contains(&b.name))
+                .copied()
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            report.packs_repacked += 1;
+            if dry_run {
+                continue;
+            }
+            let whole = self.get_whole(&pack::pack_path(id)).await?;
+            for b in live {
+                let range = b.offset as usize..(b.offset as usize + b.len as usize);
+                let Some(blob) = whole.get(range) else {
+                    return Err(self.corrupt(
+                        format!("pack {}", id.short()),
+                        FormatError::Invalid {
+                            what: format!("pack {}", id.short()),
+                            reason: "shorter than its index says: repair it before pruning".into(),
+                        },
+                    ));
+                };
+                // Checked before it is copied: damage is never spread.
+                let plain_id = referenced.get(&b.name).copied().unwrap_or(b.name);
+                self.decode_blob(plain_id, Bytes::copy_from_slice(blob))
+                    .await?;
+                let mut w = match writer.take() {
+                    Some(w) => w,
+                    None => PackWriter::new(ChunkId(random()?), pack_size + pack_size / 8),
+                };
+                w.push(b.name, &[blob]);
+                kept_elsewhere.insert(b.name);
+                if w.len() >= pack_size {
+                    written.push(self.put_pack(w).await?);
+                } else {
+                    writer = Some(w);
+                }
+            }
+        }
+        if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
+            written.push(self.put_pack(w).await?);
+        }
+        report.packs_written += written.len() as u64;
+        let now = Utc::now();
+        for e in &written {
+            let size = e.blobs.iter().map(|b| u64::from(b.len)).sum();
+            inv.packs.insert(
+                e.pack,
+                Obj {
+                    size,
+                    modified: now,
+                },
+            );
+        }
+        for e in &written {
+            report.bytes_freed = report
+                .bytes_freed
+                .saturating_sub(e.blobs.iter().map(|b| u64::from(b.len)).sum());
+        }
+        report.packs_deleted += packs_gone.len() as u64;
+        report.marks_swept += due.len() as u64;
+        if dry_run {
+            return Ok(());
+        }
+
+        // One index of every pack that stays, then the old indexes, then
+        // the packs, then the loose chunks, then the marks.
+        let dangling = inv
+            .indexes
+            .iter()
+            .flat_map(|(_, es)| es.iter())
+            .any(|e| !inv.packs.contains_key(&e.pack));
+        if !packs_gone.is_empty() || !written.is_empty() || dangling {
+            let mut stay: Vec<PackEntry> = written;
+            let mut seen: HashSet<PackId> = stay.iter().map(|e| e.pack).collect();
+            for (_, es) in &inv.indexes {
+                for e in es {
+                    if !gone.contains(&e.pack)
+                        && inv.packs.contains_key(&e.pack)
+                        && seen.insert(e.pack)
+                    {
+                        stay.push(e.clone());
+                    }
+                }
+            }
+            let mut new_indexes = Vec::new();
+            for part in stay.chunks(1000) {
+                let name = pack::index_path(&ChunkId(random()?));
+                let bytes = self.seal(Kind::Record, &name, pack::encode(part));
+                self.put_raw(&name, bytes).await?;
+                report.indexes_written += 1;
+                new_indexes.push((name, part.to_vec()));
+            }
+            let old: Vec<String> = inv.indexes.iter().map(|(p, _)| p.clone()).collect();
+            report.indexes_deleted += old.len() as u64;
+            self.delete_all(old).await?;
+            inv.indexes = new_indexes;
+        }
+        // A test stops here: the index is rewritten, nothing else deleted.
+        crate::failpoint::hit("prune-sweep")
+            .await
+            .map_err(|p| MoverError::Task(format!("failpoint {p}: injected failure")))?;
+        self.delete_all(packs_gone.iter().map(pack::pack_path).collect())
+            .await?;
+        for id in &packs_gone {
+            inv.packs.remove(id);
+        }
+        self.delete_all(loose_gone.iter().map(haul_manifest::chunk_path).collect())
+            .await?;
+        for name in &loose_gone {
+            inv.loose.remove(name);
+        }
+        self.delete_all(due.iter().map(|(p, _)| p.clone()).collect())
+            .await?;
+        Ok(())
+    }
+
+    /// Stored names of every chunk a snapshot or a restore-target record
+    /// references, with the chunk's id. Any error stops the prune: nothing
+    /// is deleted on a partial view.
+    async fn referenced(&self, snaps: &[Snapshot]) -> Result<HashMap<ChunkId, ChunkId>> {
+        let mut ids: HashSet<ChunkId> = HashSet::new();
+        for snap in snaps {
+            for d in &snap.databases {
+                ids.extend(d.chunk_lists.iter().copied());
+                ids.extend(self.dump_chunks(d).await?);
+            }
+            ids.extend(snap.helm_values);
+            if let Some(g) = &snap.globals {
+                ids.extend(g.chunks.iter().copied());
+            }
+            if let Some(b) = &snap.bucket {
+                ids.extend(b.segments.iter().map(|s| s.id));
+                let mut entries = self.entries(b.segments.clone());
+                while let Some(e) = entries.try_next().await? {
+                    ids.extend(e.chunk_ids().iter().copied());
+                }
+            }
+        }
+        for name in self
+            .json_names(TARGETS_DIR, "list restore targets of")
+            .await?
+        {
+            let rel = format!("{TARGETS_DIR}/{name}.json");
+            if let Some(t) = self.read_json::<TargetState>(&rel).await? {
+                ids.extend(t.segments.iter().map(|s| s.id));
+            }
+        }
+        Ok(ids
+            .into_iter()
+            .map(|id| (self.chunk_name(&id), id))
+            .collect())
+    }
+
+    /// Lists loose chunks, packs and indexes (reading every index).
+    async fn inventory(&self) -> Result<Inventory> {
+        let mut inv = Inventory::default();
+        let listed: Vec<_> = crate::listing::resumable(&self.loc, CHUNKS_DIR, None)
+            .try_collect()
+            .await?;
+        for l in listed {
+            if let Some(name) = l.key.rsplit('/').next().and_then(|n| n.parse().ok()) {
+                inv.loose.insert(
+                    name,
+                    Obj {
+                        size: l.size,
+                        modified: l.modified,
+                    },
+                );
+            }
+        }
+        if self.config.pack.is_none() {
+            return Ok(inv);
+        }
+        let listed: Vec<_> = crate::listing::resumable(&self.loc, PACKS_DIR, None)
+            .try_collect()
+            .await?;
+        for l in listed {
+            if let Some(id) = l.key.rsplit('/').next().and_then(|n| n.parse().ok()) {
+                inv.packs.insert(
+                    id,
+                    Obj {
+                        size: l.size,
+                        modified: l.modified,
+                    },
+                );
+            }
+        }
+        let listed: Vec<_> = crate::listing::resumable(&self.loc, INDEX_DIR, None)
+            .try_collect()
+            .await?;
+        inv.indexes = stream::iter(listed)
+            .map(|l| async move {
+                let name = format!("{INDEX_DIR}/{}", l.key.rsplit('/').next().unwrap_or(""));
+                let bytes = self.get_whole(&name).await?;
+                let plain = self.open_sealed(Kind::Record, &name, bytes)?;
+                let entries =
+                    pack::decode(&plain, &name).map_err(|e| self.corrupt(name.clone(), e))?;
+                Ok::<_, MoverError>((name, entries))
+            })
+            .buffer_unordered(self.engine.limits.read_ahead.max(1))
+            .try_collect()
+            .await?;
+        Ok(inv)
+    }
+
+    /// Keeps the newest [`KEEP_RUNS`] run records of each kind.
+    async fn delete_old_runs(&self) -> Result<u64> {
+        let names = self.json_names(RUNS_DIR, "list run records of").await?;
+        let mut old = Vec::new();
+        for kind in [RunKind::Backup, RunKind::Restore] {
+            let suffix = format!("-{}-", kind.as_str());
+            let mut mine: Vec<&String> = names.iter().filter(|n| n.contains(&suffix)).collect();
+            // Names start with the UTC start time: they sort by time.
+            mine.sort();
+            let n = mine.len().saturating_sub(KEEP_RUNS);
+            old.extend(mine[..n].iter().map(|n| format!("{RUNS_DIR}/{n}.json")));
+        }
+        let n = old.len() as u64;
+        self.delete_all(old).await?;
+        Ok(n)
+    }
+
+    async fn get_whole(&self, rel: &str) -> Result<Bytes> {
+        let _r = self.engine.request().await;
+        match self.loc.store.get(&self.loc.path(rel)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| MoverError::store("read from", &self.loc.url, e))
+    }
+
+    async fn put_raw(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let _r = self.engine.request().await;
+        self.loc
+            .store
+            .put(&self.loc.path(rel), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| MoverError::store("write to", &self.loc.url, e))
+    }
+
+    async fn put_pack(&self, w: PackWriter) -> Result<PackEntry> {
+        let name = pack::pack_path(&w.id);
+        let (entry, bytes) = w.finish(|t| self.seal(Kind::Record, &name, t));
+        self.put_raw(&name, bytes).await?;
+        Ok(entry)
+    }
+
+    /// Deletes objects (relative paths), many per request where the store
+    /// can; one already gone is no error.
+    async fn delete_all(&self, rels: Vec<String>) -> Result<()> {
+        if rels.is_empty() {
+            return Ok(());
+        }
+        let paths: Vec<_> = rels.iter().map(|r| Ok(self.loc.path(r))).collect();
+        let _r = self.engine.request().await;
+        self.loc
+            .store
+            .delete_stream(stream::iter(paths).boxed())
+            .map(|r| match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            })
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(|e| MoverError::store("delete from", &self.loc.url, e))?;
+        Ok(())
+    }
+}
