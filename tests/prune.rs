@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use object_store::ObjectStoreExt;
+
 use crate::common::{Haul, files, haul_command, noise};
 
 /// A source folder and an encrypted `file://` repository (packs on).
@@ -297,4 +299,92 @@ fn a_killed_prune_leaves_a_valid_repository() {
     assert!(before - rig.size() >= 2 << 20, "{done}");
     rig.verify_read_data();
     rig.restores_exact("latest", &second, "restored-2");
+}
+
+/// On S3 (SeaweedFS): forget --prune reclaims what only the forgotten
+/// snapshot held (through batched deletes), the kept one restores
+/// byte-exact, and an incomplete multipart upload a killed run left in the
+/// repository's bucket is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_on_s3_reclaims_and_aborts_stale_uploads() {
+    let Some(s3) = crate::common::S3::from_env() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let bucket = s3.bucket("prune");
+    let repo = format!("s3://{bucket}/repo");
+    s3.haul().run(["init", &repo]).ok();
+    let write = |data: &BTreeMap<String, Vec<u8>>| {
+        let _ = std::fs::remove_dir_all(&src);
+        for (k, v) in data {
+            let p = src.join(k);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, v).expect("write");
+        }
+    };
+    let source = format!("file://{}", src.display());
+    let mut first = small("s", 50, 40_000);
+    first.insert("big".into(), noise(3 << 20, 41));
+    write(&first);
+    let b1 = s3
+        .haul()
+        .run(["--json", "backup", "--source", &source, "--repo", &repo])
+        .ok()
+        .json();
+    let second = small("t", 20, 50_000);
+    write(&second);
+    s3.haul()
+        .run(["backup", "--source", &source, "--repo", &repo])
+        .ok();
+
+    // What a killed run leaves: a multipart upload never completed.
+    let store = s3.store(&bucket);
+    let mut upload = store
+        .put_multipart(&object_store::path::Path::from("repo/chunks/ab/unfinished"))
+        .await
+        .expect("start an upload");
+    upload
+        .put_part(vec![7u8; 5 << 20].into())
+        .await
+        .expect("a part");
+    drop(upload);
+
+    let out = s3
+        .haul()
+        .run([
+            "--json",
+            "forget",
+            "--repo",
+            &repo,
+            b1["snapshot"].as_str().expect("id"),
+            "--prune",
+            "--grace",
+            "0",
+        ])
+        .ok()
+        .json();
+    let p = &out["prune"];
+    assert!(num(p, "chunks_deleted") >= 51, "{p}");
+    assert!(num(p, "bytes_freed") >= 3 << 20, "{p}");
+    assert!(num(p, "uploads_aborted") >= 1, "{p}");
+
+    let to = s3.bucket("prune-restored");
+    s3.haul()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &repo,
+            "--to",
+            &format!("s3://{to}"),
+        ])
+        .ok();
+    let restored: BTreeMap<String, Vec<u8>> = crate::common::contents(&*s3.store(&to), "")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(restored, second);
+    let v = s3.haul().run(["verify", "--repo", &repo, "--read-data"]);
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
 }

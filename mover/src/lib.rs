@@ -44,5 +44,5 @@ pub use limits::Limits;
 pub use location::{Location, Scheme, StoreConfig, StoreUrl, toml_error};
 pub use repo::{
     KEEP_RUNS, PackGroup, PruneOptions, PruneReport, REPACK_UNUSED_PERCENT, Repository,
-    SegmentSink, new_snapshot_id, spawned,
+    SegmentSink, grace_before, new_snapshot_id, spawned,
 };

@@ -935,6 +935,26 @@ impl Location {
         Ok(p)
     }
 
+    /// Aborts the multipart uploads under this location that started
+    /// before `before` (S3 only; elsewhere there are none to find). Returns
+    /// how many.
+    pub async fn abort_stale_uploads(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        let Some(sdk) = &self.sdk else {
+            return Ok(0);
+        };
+        let prefix = self.full_key("");
+        let stale = sdk
+            .stale_uploads(&prefix, before)
+            .await
+            .map_err(|f| MoverError::store("list multipart uploads of", &self.url, f.error))?;
+        for (key, id) in &stale {
+            sdk.abort_upload(key, id).await.map_err(|f| {
+                MoverError::store("abort a multipart upload in", &self.url, f.error)
+            })?;
+        }
+        Ok(stale.len() as u64)
+    }
+
     /// `key` as the store names it: under the location's prefix.
     pub(crate) fn full_key(&self, key: &str) -> String {
         if self.prefix.as_ref().is_empty() {

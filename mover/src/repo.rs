@@ -25,7 +25,7 @@ use crate::{Engine, Location, MoverError, Result, listing};
 mod packs;
 mod prune;
 pub use packs::PackGroup;
-pub use prune::{KEEP_RUNS, PruneOptions, PruneReport, REPACK_UNUSED_PERCENT};
+pub use prune::{KEEP_RUNS, PruneOptions, PruneReport, REPACK_UNUSED_PERCENT, grace_before};
 
 /// An opened repository. Cloning is cheap (one `Arc`): transfers run as
 /// their own tasks, each holding a clone.

@@ -141,6 +141,64 @@ impl SdkS3 {
         })
     }
 
+    /// Multipart uploads under `prefix` started before `before`, as (key,
+    /// upload id): uploads a killed writer left, which S3 keeps (and bills)
+    /// until they are aborted.
+    pub(crate) async fn stale_uploads(
+        &self,
+        prefix: &str,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>, Failed> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| Failed::from_sdk(e, prefix))?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id())
+                    && time(u.initiated()) < before
+                {
+                    out.push((k.to_owned(), id.to_owned()));
+                }
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if page.is_truncated() != Some(true) || key_marker.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Aborts one multipart upload; one already gone is no error.
+    pub(crate) async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Failed> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let f = Failed::from_sdk(e, key);
+                match f.error {
+                    object_store::Error::NotFound { .. } => Ok(()),
+                    _ => Err(f),
+                }
+            }
+        }
+    }
+
     /// The keys starting with `prefix`, after `start_after` when given, in
     /// the store's order, page by page.
     pub(crate) fn list(

@@ -363,12 +363,43 @@ fn prune_options(grace: &str, dry_run: bool) -> Result<haul_mover::PruneOptions>
 /// `haul prune`.
 async fn prune(ctx: &Context, repo_url: &str, opts: haul_mover::PruneOptions) -> Result<Outcome> {
     let repo = ctx.repo(repo_url).await?;
-    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
-    let report = repo.prune(&opts).await;
-    view.finish().await;
-    let report = report?;
+    let report = prune_repo(ctx, &repo, &opts).await?;
     emit(ctx.json, &report, |w| write_prune(w, &report));
     Ok(Outcome::Done)
+}
+
+/// Prunes `repo`, then aborts the multipart uploads older than the grace
+/// period in every restore target haul knows (a killed restore's). A
+/// target that cannot be reached is reported, not fatal.
+async fn prune_repo(
+    ctx: &Context,
+    repo: &haul_mover::Repository,
+    opts: &haul_mover::PruneOptions,
+) -> Result<haul_mover::PruneReport> {
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
+    let report = repo.prune(opts).await;
+    view.finish().await;
+    let mut report = report?;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let before = haul_mover::grace_before(opts.grace);
+    for url in repo.target_urls().await? {
+        let aborted = match ctx.open(&url, false) {
+            Ok(loc) => loc
+                .abort_stale_uploads(before)
+                .await
+                .map_err(CliError::from),
+            Err(e) => Err(e),
+        };
+        match aborted {
+            Ok(n) => report.uploads_aborted += n,
+            Err(e) => tracing::warn!(
+                "restore target {url}: its incomplete uploads could not be checked: {e}"
+            ),
+        }
+    }
+    Ok(report)
 }
 
 /// What a prune did, for a person.
@@ -413,6 +444,13 @@ fn write_prune(w: &mut dyn std::io::Write, r: &haul_mover::PruneReport) -> std::
     }
     if r.runs_deleted > 0 {
         writeln!(w, "deleted {} old run record(s)", r.runs_deleted)?;
+    }
+    if r.uploads_aborted > 0 {
+        writeln!(
+            w,
+            "aborted {} incomplete multipart upload(s) older than the grace period",
+            r.uploads_aborted
+        )?;
     }
     if r.dry_run {
         writeln!(w, "dry run: nothing was changed")?;
@@ -476,10 +514,7 @@ async fn forget(
         Some(opts) => {
             // A dry run prunes as if the forgotten snapshots were gone.
             opts.forgetting = gone.iter().map(|d| d.id).collect();
-            let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
-            let r = repo.prune(opts).await;
-            view.finish().await;
-            let mut r = r?;
+            let mut r = prune_repo(ctx, &repo, opts).await?;
             r.snapshots_removed = removed;
             Some(r)
         }

@@ -86,6 +86,9 @@ pub struct PruneReport {
     pub marks_pending: u64,
     pub next_sweep: Option<DateTime<Utc>>,
     pub runs_deleted: u64,
+    /// Incomplete multipart uploads aborted in the repository's bucket
+    /// (and, from the command, in restore targets).
+    pub uploads_aborted: u64,
 }
 
 /// Chunks and packs some mark names: backups do not reuse them.
@@ -181,6 +184,10 @@ impl Repository {
         }
         if !opts.dry_run {
             report.runs_deleted = self.delete_old_runs().await?;
+            // Uploads a killed backup left: older than the grace period,
+            // so none of a backup still running.
+            let before = grace_before(opts.grace);
+            report.uploads_aborted = self.loc.abort_stale_uploads(before).await?;
         }
         Ok(report)
     }
@@ -564,6 +571,23 @@ impl Repository {
         Ok(inv)
     }
 
+    /// The URLs of the restore targets haul has written (`targets/`).
+    pub async fn target_urls(&self) -> Result<Vec<String>> {
+        let mut urls = Vec::new();
+        for name in self
+            .json_names(TARGETS_DIR, "list restore targets of")
+            .await?
+        {
+            let rel = format!("{TARGETS_DIR}/{name}.json");
+            if let Some(t) = self.read_json::<TargetState>(&rel).await? {
+                urls.push(t.url);
+            }
+        }
+        urls.sort();
+        urls.dedup();
+        Ok(urls)
+    }
+
     /// Keeps the newest [`KEEP_RUNS`] run records of each kind.
     async fn delete_old_runs(&self) -> Result<u64> {
         let names = self.json_names(RUNS_DIR, "list run records of").await?;
@@ -627,4 +651,13 @@ impl Repository {
             .map_err(|e| MoverError::store("delete from", &self.loc.url, e))?;
         Ok(())
     }
+}
+
+/// The time a grace period before now began (the earliest time there is,
+/// for a grace longer than the calendar).
+pub fn grace_before(grace: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(grace)
+        .ok()
+        .and_then(|g| Utc::now().checked_sub_signed(g))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
