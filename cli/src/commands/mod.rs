@@ -75,7 +75,11 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             };
             let repo_url = ctx.repo_url(&repo, false)?;
             let prune = prune.then(|| prune_options(&grace, dry_run)).transpose()?;
-            interruptible(&ctx, forget(&ctx, &repo_url, &ids, flags, dry_run, prune)).await
+            interruptible(
+                &ctx,
+                Box::pin(forget(&ctx, &repo_url, &ids, flags, dry_run, prune)),
+            )
+            .await
         }
         Command::Prune {
             repo,
@@ -84,7 +88,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
         } => {
             let repo_url = ctx.repo_url(&repo, false)?;
             let opts = prune_options(&grace, dry_run)?;
-            interruptible(&ctx, prune(&ctx, &repo_url, opts)).await
+            interruptible(&ctx, Box::pin(prune(&ctx, &repo_url, opts))).await
         }
         Command::Backup {
             source,
@@ -377,7 +381,7 @@ async fn prune_repo(
     opts: &haul_mover::PruneOptions,
 ) -> Result<haul_mover::PruneReport> {
     let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
-    let report = repo.prune(opts).await;
+    let report = Box::pin(repo.prune(opts)).await;
     view.finish().await;
     let mut report = report?;
     if opts.dry_run {
