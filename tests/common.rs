@@ -45,7 +45,7 @@ fn service(var: &str, what: &str) -> Option<String> {
 }
 
 /// A bucket name no other test (or test run) uses.
-fn unique_bucket(tag: &str) -> String {
+pub fn unique_bucket(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
         "t-{tag}-{}-{}",
@@ -543,7 +543,14 @@ pub fn s3_dump_exact(endpoint: &str, creds: (&str, &str), bucket: &str) -> Vec<(
     pairs.into_iter().map(|(k, h)| (k, from_hex(&h))).collect()
 }
 
-fn s3keys(op: &str, endpoint: &str, creds: (&str, &str), bucket: &str, stdin: &[u8]) -> Vec<u8> {
+/// Runs `tests/s3keys.py OP` (boto3) against a bucket: see the script.
+pub fn s3keys(
+    op: &str,
+    endpoint: &str,
+    creds: (&str, &str),
+    bucket: &str,
+    stdin: &[u8],
+) -> Vec<u8> {
     use std::io::Write;
     let python = format!("{}/python", need("HAUL_TOOLS_BIN"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/s3keys.py");

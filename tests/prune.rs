@@ -388,3 +388,120 @@ async fn prune_on_s3_reclaims_and_aborts_stale_uploads() {
     let v = s3.haul().run(["verify", "--repo", &repo, "--read-data"]);
     assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
 }
+
+/// Object Lock, against moto's S3 server (which enforces it): every chunk,
+/// pack, index and snapshot root is written with the retention, a delete of
+/// any of their versions is refused before the date, and forget --prune
+/// leaves the locked snapshot (saying until when); it still restores. A
+/// bucket without Object Lock is refused at init.
+#[test]
+fn object_lock_keeps_backups_immutable() {
+    let Some(moto) = crate::common::Alt::moto() else {
+        return;
+    };
+    let bucket = crate::common::unique_bucket("locked");
+    crate::common::s3keys("mklocked", &moto.endpoint, ("moto", "moto"), &bucket, b"");
+    let repo = format!("s3://{bucket}/repo");
+    let init = moto
+        .haul()
+        .run([
+            "--json",
+            "init",
+            &repo,
+            "--object-lock",
+            "2",
+            "--object-lock-mode",
+            "compliance",
+        ])
+        .ok()
+        .json();
+    assert_eq!(init["config"]["object_lock"]["days"], 2, "{init}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let mut data = small("l", 20, 70_000);
+    data.insert("big".into(), noise(2 << 20, 71));
+    for (k, v) in &data {
+        let p = src.join(k);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, v).expect("write");
+    }
+    let source = format!("file://{}", src.display());
+    let b = moto
+        .haul()
+        .run(["--json", "backup", "--source", &source, "--repo", &repo])
+        .ok()
+        .json();
+    let id = b["snapshot"].as_str().expect("id").to_owned();
+
+    // Nobody can delete a version before the date: not these credentials.
+    let mut immutable = Vec::new();
+    for dir in ["chunks/", "packs/", "index/", "snapshots/", "config/"] {
+        let tried = crate::common::s3keys(
+            "try-delete",
+            &moto.endpoint,
+            ("moto", "moto"),
+            &bucket,
+            format!("repo/{dir}").as_bytes(),
+        );
+        let tried: Vec<(String, Option<String>, Option<String>, String)> =
+            serde_json::from_slice(&tried).expect("json");
+        assert!(!tried.is_empty() || dir == "chunks/", "nothing under {dir}");
+        immutable.extend(tried);
+    }
+    assert!(immutable.len() >= 4, "{immutable:?}");
+    for (key, mode, until, result) in &immutable {
+        assert_eq!(mode.as_deref(), Some("COMPLIANCE"), "{key}");
+        assert!(until.is_some(), "{key}");
+        assert_eq!(result, "refused", "{key} was deleted before its date");
+    }
+    // haul-repo.json (rewritten by `haul key`) is not locked; destroying
+    // it does not make the backups unreadable: its locked copy opens them.
+    let gone = crate::common::s3keys(
+        "try-delete",
+        &moto.endpoint,
+        ("moto", "moto"),
+        &bucket,
+        b"repo/haul-repo.json",
+    );
+    assert!(String::from_utf8_lossy(&gone).contains("deleted"));
+
+    let forget = moto
+        .haul()
+        .run([
+            "--json", "forget", "--repo", &repo, &id, "--prune", "--grace", "0",
+        ])
+        .ok();
+    let out = forget.json();
+    assert_eq!(out["snapshots_removed"], 0, "{out}");
+    assert_eq!(out["snapshots_locked"], 1, "{out}");
+    assert_eq!(out["prune"]["chunks_deleted"], 0, "{out}");
+    let text = moto
+        .haul()
+        .run(["forget", "--repo", &repo, &id, "--dry-run"])
+        .ok();
+    assert!(
+        text.stdout.contains("under Object Lock until"),
+        "{}",
+        text.stdout
+    );
+
+    let to = dir.path().join("restored");
+    moto.haul()
+        .run([
+            "restore",
+            &id,
+            "--repo",
+            &repo,
+            "--to",
+            &format!("file://{}", to.display()),
+        ])
+        .ok();
+    assert_eq!(read_tree(&to), data);
+
+    // A bucket made without Object Lock cannot hold such a repository.
+    let plain = moto.bucket("unlocked");
+    moto.haul()
+        .run(["init", &format!("s3://{plain}/repo"), "--object-lock", "2"])
+        .fails_with(1, "does not have Object Lock enabled");
+}

@@ -3,6 +3,10 @@ part of haul uses), for the tests of awkward keys.
 
     python s3keys.py put  ENDPOINT KEY SECRET BUCKET  < [[key, hex], ...]  > [refused key, ...]
     python s3keys.py dump ENDPOINT KEY SECRET BUCKET  > [[key, hex], ...]
+    python s3keys.py mklocked ENDPOINT KEY SECRET BUCKET   (a bucket with Object Lock enabled)
+    python s3keys.py try-delete ENDPOINT KEY SECRET BUCKET < prefix
+        > [[key, mode, retain-until, "deleted" | "refused"], ...]: every version
+        under the prefix, deleted by version id where the server allows it
 
 JSON carries every key (control characters included) as written; `dump`
 lists with encoding-type=url so the XML can carry them too.
@@ -29,6 +33,24 @@ def client(endpoint, key, secret):
 def main():
     op, endpoint, key, secret, bucket = sys.argv[1:6]
     s3 = client(endpoint, key, secret)
+    if op == "mklocked":
+        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+        return
+    if op == "try-delete":
+        prefix = sys.stdin.read()
+        out = []
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            for v in page.get("Versions", []):
+                head = s3.head_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+                until = head.get("ObjectLockRetainUntilDate")
+                try:
+                    s3.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+                    result = "deleted"
+                except s3.exceptions.ClientError:
+                    result = "refused"
+                out.append([v["Key"], head.get("ObjectLockMode"), until.isoformat() if until else None, result])
+        json.dump(out, sys.stdout)
+        return
     if op == "put":
         refused = []
         for k, data in json.load(sys.stdin):

@@ -135,7 +135,8 @@ pub enum Command {
   HAUL_KEY_FILE=~/.config/haul/prod.key haul init s3://backups/pachyderm
   HAUL_PASSWORD_COMMAND='vault kv get -field=pw secret/haul' haul init s3://backups/pachyderm
   haul init file:///tmp/scratch --insecure-no-encryption
-  haul init s3://backups/pachyderm --pack-size 16")]
+  haul init s3://backups/pachyderm --pack-size 16
+  haul init s3://backups-locked/pachyderm --object-lock 30 --object-lock-mode compliance")]
     Init {
         /// Where: s3://bucket/prefix, gs://..., az://..., file:///abs/path.
         #[arg(value_name = "REPO")]
@@ -157,6 +158,20 @@ pub enum Command {
         /// the cost of more chunks per dump.
         #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(1..=16384))]
         dump_chunk_kib: Option<u32>,
+        /// Immutable backups (S3 only, on a bucket created with Object Lock
+        /// enabled): chunks, packs, indexes and snapshot roots are written
+        /// with a retention of this many days, so nobody, not even haul's
+        /// own credentials, can delete or overwrite them before it. forget
+        /// and prune leave them until then and say so. The bucket is
+        /// versioned: add a lifecycle rule that expires noncurrent versions
+        /// so that what prune deletes after the retention frees its space.
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+        object_lock: Option<u32>,
+        /// governance (users allowed to bypass governance retention may
+        /// still delete early) or compliance (nobody may).
+        #[arg(long, value_name = "MODE", default_value = "governance", requires = "object_lock",
+              value_parser = ["governance", "compliance"])]
+        object_lock_mode: String,
     },
 
     /// Forget snapshots: those a retention policy does not keep, or those named.

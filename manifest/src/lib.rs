@@ -25,6 +25,7 @@
 //! | `runs/<time>-<kind>-<id>.json` | [`RunRecord`]: the timing of one backup or restore, used to predict downtime. |
 //! | `targets/<hash>.json` | [`TargetState`]: what haul last wrote into a restore target, so the next restore can skip what is already there. |
 //! | `packs/…`, `index/…` | format v2: small chunks gathered into packs, and where each is (see **Packs** below). |
+//! | `config/<time>.json` | Object Lock only: a locked copy of each version of `haul-repo.json` (which `haul key` rewrites, so it is never locked itself); read when `haul-repo.json` is gone. |
 //! | `prune/<time>-<id>.json` | [`prune::PruneMark`]: what a prune found unreferenced and when; a later prune deletes it after the grace period (see [`prune`]). |
 //! | `pauses/<run>.json` | [`PauseRecord`]: a cluster a backup paused and what resumes it; written before the first change to the cluster, removed after the resume (see [`pause`]). |
 //!
@@ -129,7 +130,8 @@ pub use error::FormatError;
 pub use id::{ChunkId, InvalidId, RepoId, SnapshotId};
 pub use model::{
     BucketRecord, CdcParams, DatabaseGrant, DatabaseRecord, DatabaseShape, FORMAT_VERSION,
-    GlobalsRecord, ObjectEntry, RepoConfig, SNAPSHOT_VERSION, SegmentRef, Snapshot, TargetState,
+    GlobalsRecord, LockMode, ObjectEntry, ObjectLock, RepoConfig, SNAPSHOT_VERSION, SegmentRef,
+    Snapshot, TargetState,
 };
 pub use pause::{PauseMethod, PauseRecord, PauseStep, PausedBy, Workload, WorkloadKind};
 pub use run::{Phase, PhaseKind, RunKind, RunRecord, RunStats};
@@ -144,6 +146,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const RUNS_DIR: &str = "runs";
 /// Folder of restore-target states.
 pub const TARGETS_DIR: &str = "targets";
+/// Folder of the locked copies of `haul-repo.json` (Object Lock only).
+pub const CONFIG_COPIES_DIR: &str = "config";
 
 /// Path of a chunk relative to the repository prefix: `chunks/ab/abcdef…`.
 pub fn chunk_path(id: &ChunkId) -> String {

@@ -44,6 +44,57 @@ pub struct RepoConfig {
     /// every chunk is then loose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack: Option<crate::pack::PackParams>,
+    /// S3 Object Lock: chunks, packs, indexes and snapshot roots are
+    /// written with a retention date this many days ahead, so nobody (not
+    /// even haul's own credentials) can delete or overwrite them before it.
+    /// `None`: no retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention for the immutable objects of a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectLock {
+    /// Days from the write until an object may be deleted.
+    pub days: u32,
+    pub mode: LockMode,
+}
+
+/// S3 Object Lock's two modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` may still delete early.
+    Governance,
+    /// Nobody may delete early, not even the account's root user.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "governance" => Some(Self::Governance),
+            "compliance" => Some(Self::Compliance),
+            _ => None,
+        }
+    }
+
+    /// As S3 spells it (`GOVERNANCE`, `COMPLIANCE`).
+    pub fn s3_name(self) -> &'static str {
+        match self {
+            Self::Governance => "GOVERNANCE",
+            Self::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl ObjectLock {
+    /// Until when an object written at `written` is locked.
+    pub fn until(&self, written: DateTime<Utc>) -> DateTime<Utc> {
+        written
+            .checked_add_signed(chrono::Duration::days(i64::from(self.days)))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
 }
 
 /// FastCDC sizes, in bytes.
@@ -89,6 +140,7 @@ impl RepoConfig {
             segment_entries: Self::DEFAULT_SEGMENT_ENTRIES,
             encryption: None,
             pack: Some(crate::pack::PackParams::DEFAULT),
+            object_lock: None,
         }
     }
 
@@ -129,6 +181,14 @@ impl RepoConfig {
                 found: self.version,
                 supported: FORMAT_VERSION,
             });
+        }
+        if let Some(lock) = self.object_lock
+            && !(1..=36_500).contains(&lock.days)
+        {
+            return Err(invalid(format!(
+                "object_lock.days is {}: it must be 1 to 36500",
+                lock.days
+            )));
         }
         if !tree::valid_chunk_size(self.object_chunk_size)
             || self.object_chunk_size > Self::MAX_CHUNK_SIZE

@@ -12,9 +12,9 @@ use haul_manifest::crypto::{self, Credential, Encryption, Keys, Kind};
 use haul_manifest::pause::PAUSES_DIR;
 use haul_manifest::segment::{self, SegmentWriter};
 use haul_manifest::{
-    CHUNKS_DIR, ChunkId, DatabaseRecord, ObjectEntry, PauseRecord, REPO_CONFIG_PATH, RUNS_DIR,
-    RepoConfig, RepoId, RunKind, RunRecord, SNAPSHOTS_DIR, SegmentRef, Snapshot, SnapshotId, chunk,
-    chunklist,
+    CHUNKS_DIR, CONFIG_COPIES_DIR, ChunkId, DatabaseRecord, ObjectEntry, PauseRecord,
+    REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunKind, RunRecord, SNAPSHOTS_DIR, SegmentRef,
+    Snapshot, SnapshotId, chunk, chunklist,
 };
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::OnceCell;
@@ -204,6 +204,29 @@ impl Repository {
                 found: what,
             });
         }
+        if config.object_lock.is_some() {
+            let enabled = match &loc.sdk {
+                Some(sdk) => Box::pin(sdk.lock_enabled()).await.map_err(|e| {
+                    MoverError::store("read the Object Lock setting of", &loc.url, e)
+                })?,
+                None => {
+                    return Err(MoverError::BadUrl {
+                        url: loc.url.to_string(),
+                        reason: "Object Lock is an S3 feature: the repository must be an s3:// URL"
+                            .into(),
+                    });
+                }
+            };
+            if !enabled {
+                return Err(MoverError::BadUrl {
+                    url: loc.url.to_string(),
+                    reason: "the bucket does not have Object Lock enabled (it can only be \
+                             enabled when the bucket is created: `aws s3api create-bucket \
+                             --object-lock-enabled-for-bucket`)"
+                        .into(),
+                });
+            }
+        }
         // Refused limits leave nothing behind: checked before the first write.
         engine
             .limits
@@ -225,11 +248,14 @@ impl Repository {
             }
         };
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
-        loc.store
-            .put(&loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
+        let repo = Self::with_config(loc, config, engine, keys)?;
+        repo.put_locked_config(&json).await?;
+        repo.loc
+            .store
+            .put(&repo.loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
             .await
-            .map_err(|e| MoverError::store("write haul-repo.json to", &loc.url, e))?;
-        Self::with_config(loc, config, engine, keys)
+            .map_err(|e| MoverError::store("write haul-repo.json to", &repo.loc.url, e))?;
+        Ok(repo)
     }
 
     /// Opens an existing repository.
@@ -247,9 +273,22 @@ impl Repository {
             Err(object_store::Error::NotFound { .. }) => {
                 // Distinguish "no such bucket" from "not a repository".
                 listing::probe(&loc).await?;
-                return Err(MoverError::NotARepository {
-                    url: loc.url.to_string(),
-                });
+                // Under Object Lock, a locked copy of every version stays.
+                match Self::locked_config(&loc).await? {
+                    Some((name, b)) => {
+                        tracing::warn!(
+                            "{} has no haul-repo.json: opening it with its locked copy {name} \
+                             (restore it with `haul key list` after checking the bucket's history)",
+                            loc.url
+                        );
+                        b
+                    }
+                    None => {
+                        return Err(MoverError::NotARepository {
+                            url: loc.url.to_string(),
+                        });
+                    }
+                }
             }
             Err(e) => return Err(MoverError::store("read haul-repo.json from", &loc.url, e)),
         };
@@ -342,12 +381,52 @@ impl Repository {
             .validate()
             .map_err(|e| self.corrupt(REPO_CONFIG_PATH.into(), e))?;
         let json = serde_json::to_vec_pretty(config).expect("config serializes");
+        self.put_locked_config(&json).await?;
         self.loc
             .store
             .put(&self.loc.path(REPO_CONFIG_PATH), PutPayload::from(json))
             .await
             .map_err(|e| MoverError::store("write haul-repo.json to", &self.loc.url, e))?;
         Ok(())
+    }
+
+    /// Under Object Lock, `haul-repo.json` (rewritten by `haul key`, so
+    /// never locked itself) is also written as a locked copy,
+    /// `config/<time>.json`: deleting it cannot make the data unreadable.
+    async fn put_locked_config(&self, json: &[u8]) -> Result<()> {
+        if self.config.object_lock.is_none() {
+            return Ok(());
+        }
+        let name = format!(
+            "{CONFIG_COPIES_DIR}/{}.json",
+            Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+        );
+        self.put_immutable(&self.loc.path(&name), PutPayload::from(json.to_vec()))
+            .await
+            .map_err(|e| {
+                MoverError::store("write a locked copy of haul-repo.json to", &self.loc.url, e)
+            })?;
+        Ok(())
+    }
+
+    /// The newest locked copy of `haul-repo.json`, if any.
+    async fn locked_config(loc: &Location) -> Result<Option<(String, Bytes)>> {
+        let listed: Vec<_> = listing::resumable(loc, CONFIG_COPIES_DIR, None)
+            .try_collect()
+            .await?;
+        let Some(newest) = listed.iter().map(|l| l.key.clone()).max() else {
+            return Ok(None);
+        };
+        let name = format!(
+            "{CONFIG_COPIES_DIR}/{}",
+            newest.rsplit('/').next().unwrap_or_default()
+        );
+        let bytes = match loc.store.get(&loc.path(&name)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| MoverError::store("read a locked copy of haul-repo.json from", &loc.url, e))?;
+        Ok(Some((name, bytes)))
     }
 
     /// Is the repository encrypted (format v2 with keys)?
@@ -551,14 +630,39 @@ impl Repository {
         };
         {
             let _r = self.engine.request().await;
-            self.loc
-                .store
-                .put(&path, body)
+            self.put_immutable(&path, body)
                 .await
                 .map_err(|e| MoverError::store("upload a chunk to", &self.loc.url, e))?;
         }
         self.known_chunks().insert(name);
         Ok(true)
+    }
+
+    /// Writes an object that is never rewritten (a chunk, pack, index or
+    /// snapshot root), with the repository's Object Lock retention when it
+    /// has one (through the AWS SDK: object_store cannot set it).
+    pub(crate) async fn put_immutable(
+        &self,
+        path: &object_store::path::Path,
+        body: PutPayload,
+    ) -> object_store::Result<object_store::PutResult> {
+        match (&self.config.object_lock, &self.loc.sdk) {
+            (None, _) => self.loc.store.put(path, body).await,
+            (Some(lock), Some(sdk)) => {
+                // Boxed: the SDK's future is large, and every write awaits this.
+                Box::pin(sdk.put_locked(
+                    path.as_ref(),
+                    body,
+                    lock.mode.s3_name(),
+                    lock.until(Utc::now()),
+                ))
+                .await
+            }
+            (Some(_), None) => Err(object_store::Error::NotSupported {
+                source: "this repository uses S3 Object Lock: it is written only through s3://"
+                    .into(),
+            }),
+        }
     }
 
     /// Hashes, compresses and stores a piece of plaintext. Returns its id and
@@ -836,9 +940,7 @@ impl Repository {
         let json = serde_json::to_vec_pretty(snap).expect("snapshot serializes");
         let json = self.seal(Kind::Snapshot, &snap.id.to_string(), json);
         let written = self
-            .loc
-            .store
-            .put(&path, PutPayload::from(json.clone()))
+            .put_immutable(&path, PutPayload::from(json.clone()))
             .await;
         let Err(e) = written else {
             return Ok(());

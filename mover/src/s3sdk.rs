@@ -349,6 +349,63 @@ impl SdkS3 {
         })
     }
 
+    /// Writes `key` with an Object Lock retention (`mode` as S3 spells it)
+    /// until `until`. S3 wants a checksum with a retention: CRC32 here.
+    pub(crate) async fn put_locked(
+        &self,
+        key: &str,
+        body: PutPayload,
+        mode: &str,
+        until: DateTime<Utc>,
+    ) -> object_store::Result<PutResult> {
+        let bytes: Bytes = body.into();
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::from(mode))
+            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                until.timestamp(),
+            ))
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| Failed::from_sdk(e, key).error)?;
+        Ok(PutResult {
+            e_tag: put.e_tag().map(str::to_owned),
+            version: put.version_id().map(str::to_owned),
+            extensions: Default::default(),
+        })
+    }
+
+    /// Does the bucket have Object Lock enabled?
+    pub(crate) async fn lock_enabled(&self) -> object_store::Result<bool> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(o
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(e) => {
+                let f = Failed::from_sdk(e, &self.bucket);
+                match f.error {
+                    // "ObjectLockConfigurationNotFoundError" comes as a 404;
+                    // some servers answer 400 or 501 when they have no Object Lock.
+                    object_store::Error::NotFound { .. } => Ok(false),
+                    object_store::Error::Generic { .. } if !f.transient => Ok(false),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
     /// Deletes `key` (deleting a missing key succeeds, as in S3).
     pub(crate) async fn delete(&self, key: &str) -> object_store::Result<()> {
         self.client

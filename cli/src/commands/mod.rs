@@ -40,10 +40,17 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             insecure_no_encryption,
             pack_size,
             dump_chunk_kib,
+            object_lock,
+            object_lock_mode,
         } => {
             let tune = InitTuning {
                 pack_size,
                 dump_chunk_kib,
+                object_lock: object_lock.map(|days| haul_manifest::ObjectLock {
+                    days,
+                    mode: haul_manifest::LockMode::parse(&object_lock_mode)
+                        .unwrap_or(haul_manifest::LockMode::Governance),
+                }),
             };
             interruptible(&ctx, init(&ctx, &repo, insecure_no_encryption, tune)).await
         }
@@ -200,6 +207,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
 struct InitTuning {
     pack_size: Option<u32>,
     dump_chunk_kib: Option<u32>,
+    object_lock: Option<haul_manifest::ObjectLock>,
 }
 
 async fn init(ctx: &Context, raw: &str, insecure: bool, tune: InitTuning) -> Result<Outcome> {
@@ -244,6 +252,7 @@ async fn init(ctx: &Context, raw: &str, insecure: bool, tune: InitTuning) -> Res
             config.pack = Some(haul_manifest::pack::PackParams { threshold, size });
         }
     }
+    config.object_lock = tune.object_lock;
     let repo = Repository::init_with(loc, ctx.engine(), cred.as_ref(), config).await?;
     #[derive(Serialize)]
     struct Out<'a> {
@@ -265,7 +274,16 @@ async fn init(ctx: &Context, raw: &str, insecure: bool, tune: InitTuning) -> Res
                 "NOT ENCRYPTED: whoever reads this repository reads its data"
             )?;
         }
-        writeln!(w, "created repository {} (id {})", out.repository, out.id)
+        writeln!(w, "created repository {} (id {})", out.repository, out.id)?;
+        if let Some(lock) = out.config.object_lock {
+            writeln!(
+                w,
+                "Object Lock: every chunk and snapshot is kept {} days ({} mode)",
+                lock.days,
+                lock.mode.s3_name().to_lowercase()
+            )?;
+        }
+        Ok(())
     });
     Ok(Outcome::Done)
 }
@@ -449,6 +467,14 @@ fn write_prune(w: &mut dyn std::io::Write, r: &haul_mover::PruneReport) -> std::
     if r.runs_deleted > 0 {
         writeln!(w, "deleted {} old run record(s)", r.runs_deleted)?;
     }
+    if let Some(until) = r.locked_until {
+        writeln!(
+            w,
+            "{} unreferenced chunk(s) or pack(s) are under Object Lock: left until {} at the latest",
+            r.locked,
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )?;
+    }
     if r.uploads_aborted > 0 {
         writeln!(
             w,
@@ -508,9 +534,14 @@ async fn forget(
     };
     let gone: Vec<&Decision> = decisions.iter().filter(|d| !d.kept()).collect();
     let mut removed = 0u64;
-    if !dry_run {
-        for d in &gone {
-            repo.delete(&haul_manifest::snapshot_path(&d.id)).await?;
+    // Roots under Object Lock retention stay until it passes.
+    let mut locked: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    for d in &gone {
+        let path = haul_manifest::snapshot_path(&d.id);
+        if let Some(until) = repo.object_locked_until(&path).await? {
+            locked.push((d.id.to_string(), until));
+        } else if !dry_run {
+            repo.delete(&path).await?;
             removed += 1;
         }
     }
@@ -538,6 +569,8 @@ async fn forget(
         dry_run: bool,
         snapshots_removed: u64,
         snapshots_kept: usize,
+        /// Snapshots the policy lets go that Object Lock keeps until a date.
+        snapshots_locked: usize,
         snapshots: Vec<Row<'a>>,
         /// With --prune: what it did.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -548,6 +581,7 @@ async fn forget(
         dry_run,
         snapshots_removed: removed,
         snapshots_kept: decisions.len() - gone.len(),
+        snapshots_locked: locked.len(),
         prune: pruned.as_ref(),
         snapshots: decisions
             .iter()
@@ -597,6 +631,13 @@ async fn forget(
                 w,
                 "forgot {} snapshot(s), kept {} (the chunks only they referenced stay until `haul prune`)",
                 out.snapshots_removed, out.snapshots_kept
+            )?;
+        }
+        for (id, until) in &locked {
+            writeln!(
+                w,
+                "snapshot {id} is under Object Lock until {}: it stays until then",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )?;
         }
         match out.prune {

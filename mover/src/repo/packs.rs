@@ -299,9 +299,7 @@ impl Repository {
         let (entry, bytes) = writer.finish(|t| self.seal(Kind::Record, &name, t));
         let written = {
             let _r = self.engine.request().await;
-            self.loc
-                .store
-                .put(&self.loc.path(&name), PutPayload::from(bytes))
+            self.put_immutable(&self.loc.path(&name), PutPayload::from(bytes))
                 .await
         };
         if let Err(e) = written {
@@ -344,9 +342,7 @@ impl Repository {
         let bytes = self.seal(Kind::Record, &name, pack::encode(&entries));
         let _r = self.engine.request().await;
         if let Err(e) = self
-            .loc
-            .store
-            .put(&self.loc.path(&name), PutPayload::from(bytes))
+            .put_immutable(&self.loc.path(&name), PutPayload::from(bytes))
             .await
         {
             let e = MoverError::store("write a pack index to", &self.loc.url, e);

@@ -89,6 +89,10 @@ pub struct PruneReport {
     /// Incomplete multipart uploads aborted in the repository's bucket
     /// (and, from the command, in restore targets).
     pub uploads_aborted: u64,
+    /// Unreferenced chunks and packs still under Object Lock retention:
+    /// left for a prune after `locked_until`.
+    pub locked: u64,
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// Chunks and packs some mark names: backups do not reuse them.
@@ -129,13 +133,35 @@ impl Inventory {
 }
 
 impl Repository {
+    /// Until when an object written at `modified` is under the
+    /// repository's Object Lock retention (`None`: it is not, or no more).
+    pub fn locked_until(&self, modified: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let until = self.config.object_lock?.until(modified);
+        (until > Utc::now()).then_some(until)
+    }
+
+    /// Until when the object at `rel` is locked (one HEAD; `None` without
+    /// Object Lock, or once the retention has passed).
+    pub async fn object_locked_until(&self, rel: &str) -> Result<Option<DateTime<Utc>>> {
+        if self.config.object_lock.is_none() {
+            return Ok(None);
+        }
+        let _r = self.engine.request().await;
+        match self.loc.store.head(&self.loc.path(rel)).await {
+            Ok(meta) => Ok(self.locked_until(meta.last_modified)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(MoverError::store("look at", &self.loc.url, e)),
+        }
+    }
+
     /// The chunks and packs of every mark, loaded once per handle: a backup
     /// stores a marked chunk again rather than reuse it.
     pub(crate) async fn marks(&self) -> Result<&Marks> {
         self.marks
             .get_or_try_init(|| async {
                 let mut m = Marks::default();
-                for (_, mark) in self.load_marks().await? {
+                // Boxed: every chunk check awaits this; keep its future small.
+                for (_, mark) in Box::pin(self.load_marks()).await? {
                     m.loose.extend(mark.loose);
                     m.packs.extend(mark.packs);
                 }
@@ -244,8 +270,19 @@ impl Repository {
             packs: Vec::new(),
             bytes: 0,
         };
+        let lock = |report: &mut PruneReport, obj: &Obj| match self.locked_until(obj.modified) {
+            Some(until) => {
+                report.locked += 1;
+                report.locked_until = report.locked_until.max(Some(until));
+                true
+            }
+            None => false,
+        };
         for (name, obj) in &inv.loose {
             if !referenced.contains_key(name) && !already.contains(name) && obj.modified < t0 {
+                if lock(report, obj) {
+                    continue;
+                }
                 new.loose.push(*name);
                 new.bytes += obj.size;
             }
@@ -266,6 +303,9 @@ impl Repository {
                     .sum(),
             };
             if unused > 0 && unused * 100 >= obj.size * REPACK_UNUSED_PERCENT {
+                if lock(report, obj) {
+                    continue;
+                }
                 new.packs.push(*id);
                 new.bytes += unused;
                 report.marked_chunks += blobs.get(id).map_or(0, |e| {
@@ -319,14 +359,22 @@ impl Repository {
                 if referenced.contains_key(name) {
                     continue;
                 }
-                if let Some(obj) = inv.loose.get(name).filter(|o| o.modified < m.time) {
+                if let Some(obj) = inv
+                    .loose
+                    .get(name)
+                    .filter(|o| o.modified < m.time && self.locked_until(o.modified).is_none())
+                {
                     loose_gone.push(*name);
                     report.chunks_deleted += 1;
                     report.bytes_freed += obj.size;
                 }
             }
             for id in &m.packs {
-                if let Some(obj) = inv.packs.get(id).filter(|o| o.modified < m.time) {
+                if let Some(obj) = inv
+                    .packs
+                    .get(id)
+                    .filter(|o| o.modified < m.time && self.locked_until(o.modified).is_none())
+                {
                     packs_gone.push(*id);
                     report.bytes_freed += obj.size;
                     report.chunks_deleted += blobs.get(id).map_or(0, |e| {
@@ -616,9 +664,7 @@ impl Repository {
 
     async fn put_raw(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         let _r = self.engine.request().await;
-        self.loc
-            .store
-            .put(&self.loc.path(rel), PutPayload::from(bytes))
+        self.put_immutable(&self.loc.path(rel), PutPayload::from(bytes))
             .await
             .map(|_| ())
             .map_err(|e| MoverError::store("write to", &self.loc.url, e))
