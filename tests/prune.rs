@@ -389,21 +389,39 @@ async fn prune_on_s3_reclaims_and_aborts_stale_uploads() {
     assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
 }
 
-/// Object Lock, against moto's S3 server (which enforces it): every chunk,
-/// pack, index and snapshot root is written with the retention, a delete of
-/// any of their versions is refused before the date, and forget --prune
-/// leaves the locked snapshot (saying until when); it still restores. A
-/// bucket without Object Lock is refused at init.
+/// Object Lock, against both S3 servers here (moto's and SeaweedFS; both
+/// enforce it): every chunk, pack, index and snapshot root is written with
+/// the retention, a delete of any of their versions is refused before the
+/// date, and forget --prune leaves the locked snapshot (saying until when);
+/// it still restores. A bucket without Object Lock is refused at init.
 #[test]
 fn object_lock_keeps_backups_immutable() {
-    let Some(moto) = crate::common::Alt::moto() else {
-        return;
-    };
+    let mut ran = 0;
+    if let Some(moto) = crate::common::Alt::moto() {
+        object_lock_case(&moto.endpoint, ("moto", "moto"), &|| moto.haul(), &|| {
+            moto.bucket("unlocked")
+        });
+        ran += 1;
+    }
+    if let Some(s3) = crate::common::S3::from_env() {
+        object_lock_case(&s3.endpoint, (&s3.key, &s3.secret), &|| s3.haul(), &|| {
+            s3.bucket("unlocked")
+        });
+        ran += 1;
+    }
+    eprintln!("Object Lock checked against {ran} S3 server(s)");
+}
+
+fn object_lock_case(
+    endpoint: &str,
+    creds: (&str, &str),
+    haul: &dyn Fn() -> Haul,
+    plain_bucket: &dyn Fn() -> String,
+) {
     let bucket = crate::common::unique_bucket("locked");
-    crate::common::s3keys("mklocked", &moto.endpoint, ("moto", "moto"), &bucket, b"");
+    crate::common::s3keys("mklocked", endpoint, creds, &bucket, b"");
     let repo = format!("s3://{bucket}/repo");
-    let init = moto
-        .haul()
+    let init = haul()
         .run([
             "--json",
             "init",
@@ -427,8 +445,7 @@ fn object_lock_keeps_backups_immutable() {
         std::fs::write(p, v).expect("write");
     }
     let source = format!("file://{}", src.display());
-    let b = moto
-        .haul()
+    let b = haul()
         .run(["--json", "backup", "--source", &source, "--repo", &repo])
         .ok()
         .json();
@@ -439,8 +456,8 @@ fn object_lock_keeps_backups_immutable() {
     for dir in ["chunks/", "packs/", "index/", "snapshots/", "config/"] {
         let tried = crate::common::s3keys(
             "try-delete",
-            &moto.endpoint,
-            ("moto", "moto"),
+            endpoint,
+            creds,
             &bucket,
             format!("repo/{dir}").as_bytes(),
         );
@@ -459,15 +476,14 @@ fn object_lock_keeps_backups_immutable() {
     // it does not make the backups unreadable: its locked copy opens them.
     let gone = crate::common::s3keys(
         "try-delete",
-        &moto.endpoint,
-        ("moto", "moto"),
+        endpoint,
+        creds,
         &bucket,
         b"repo/haul-repo.json",
     );
     assert!(String::from_utf8_lossy(&gone).contains("deleted"));
 
-    let forget = moto
-        .haul()
+    let forget = haul()
         .run([
             "--json", "forget", "--repo", &repo, &id, "--prune", "--grace", "0",
         ])
@@ -476,8 +492,7 @@ fn object_lock_keeps_backups_immutable() {
     assert_eq!(out["snapshots_removed"], 0, "{out}");
     assert_eq!(out["snapshots_locked"], 1, "{out}");
     assert_eq!(out["prune"]["chunks_deleted"], 0, "{out}");
-    let text = moto
-        .haul()
+    let text = haul()
         .run(["forget", "--repo", &repo, &id, "--dry-run"])
         .ok();
     assert!(
@@ -487,7 +502,7 @@ fn object_lock_keeps_backups_immutable() {
     );
 
     let to = dir.path().join("restored");
-    moto.haul()
+    haul()
         .run([
             "restore",
             &id,
@@ -500,8 +515,8 @@ fn object_lock_keeps_backups_immutable() {
     assert_eq!(read_tree(&to), data);
 
     // A bucket made without Object Lock cannot hold such a repository.
-    let plain = moto.bucket("unlocked");
-    moto.haul()
+    let plain = plain_bucket();
+    haul()
         .run(["init", &format!("s3://{plain}/repo"), "--object-lock", "2"])
         .fails_with(1, "does not have Object Lock enabled");
 }

@@ -38,7 +38,7 @@ use crate::{MoverError, Result};
 
 /// A pack is repacked (its referenced chunks copied, the pack deleted) once
 /// at least this share of its bytes is unreferenced, in percent.
-pub const REPACK_UNUSED_PERCENT: u64 = 50;
+pub const REPACK_UNUSED_PERCENT: u64 = 20;
 /// Run records kept per kind (the newest): downtime predictions read a few.
 pub const KEEP_RUNS: usize = 100;
 
@@ -347,11 +347,7 @@ impl Repository {
         dry_run: bool,
         report: &mut PruneReport,
     ) -> Result<()> {
-        let blobs: HashMap<PackId, PackEntry> = inv
-            .pack_blobs()
-            .into_iter()
-            .map(|(k, v)| (k, v.clone()))
-            .collect();
+        let blobs = inv.pack_blobs();
         let mut loose_gone: Vec<ChunkId> = Vec::new();
         let mut packs_gone: Vec<PackId> = Vec::new();
         for (_, m) in due {
@@ -392,39 +388,59 @@ impl Repository {
         packs_gone.dedup();
         let gone: HashSet<PackId> = packs_gone.iter().copied().collect();
 
-        // Referenced chunks of the packs that go, unless a pack that stays
-        // (or a loose chunk that stays) holds them too: copied first.
-        let mut kept_elsewhere: HashSet<ChunkId> = inv
-            .loose
-            .keys()
-            .filter(|n| !loose_gone.contains(n))
-            .copied()
-            .collect();
-        for (id, e) in &blobs {
-            if !gone.contains(id) && inv.packs.contains_key(id) {
-                kept_elsewhere.extend(e.blobs.iter().map(|b| b.name));
+        // The referenced chunks of the packs that go, less those a pack
+        // that stays (or a loose chunk that stays) holds too: copied first.
+        let mut live: Vec<(PackId, Vec<pack::Blob>)> = Vec::new();
+        let mut needed: HashSet<ChunkId> = HashSet::new();
+        for id in &packs_gone {
+            if let Some(e) = blobs.get(id) {
+                let l: Vec<pack::Blob> = e
+                    .blobs
+                    .iter()
+                    .filter(|b| referenced.contains_key(&b.name))
+                    .copied()
+                    .collect();
+                needed.extend(l.iter().map(|b| b.name));
+                live.push((*id, l));
             }
         }
+        if !needed.is_empty() {
+            let loose_going: HashSet<&ChunkId> = loose_gone.iter().collect();
+            for n in inv.loose.keys() {
+                if !loose_going.contains(n) {
+                    needed.remove(n);
+                }
+            }
+            for (id, e) in &blobs {
+                if !gone.contains(id) && inv.packs.contains_key(id) {
+                    for b in &e.blobs {
+                        needed.remove(&b.name);
+                    }
+                }
+            }
+        }
+        drop(blobs);
         let mut written: Vec<PackEntry> = Vec::new();
         let mut writer: Option<PackWriter> = None;
         let pack_size = self.config.pack.map_or(8 << 20, |p| p.size as usize);
-        for id in &packs_gone {
-            let Some(entry) = blobs.get(id) else { continue };
-            let live: Vec<_> = entry
-                .blobs
-                .iter()
-                .filter(|b| referenced.contains_key(&b.name) && !kept_elsewhere.contains(&b.name))
-                .copied()
+        for (id, blobs) in live {
+            let copy: Vec<pack::Blob> = blobs
+                .into_iter()
+                .filter(|b| needed.contains(&b.name))
                 .collect();
-            if live.is_empty() {
+            if copy.is_empty() {
                 continue;
             }
             report.packs_repacked += 1;
             if dry_run {
                 continue;
             }
-            let whole = self.get_whole(&pack::pack_path(id)).await?;
-            for b in live {
+            let whole = self.get_whole(&pack::pack_path(&id)).await?;
+            for b in copy {
+                // Once: a chunk in two packs that go is copied from the first.
+                if !needed.remove(&b.name) {
+                    continue;
+                }
                 let range = b.offset as usize..(b.offset as usize + b.len as usize);
                 let Some(blob) = whole.get(range) else {
                     return Err(self.corrupt(
@@ -444,7 +460,6 @@ impl Repository {
                     None => PackWriter::new(ChunkId(random()?), pack_size + pack_size / 8),
                 };
                 w.push(b.name, &[blob]);
-                kept_elsewhere.insert(b.name);
                 if w.len() >= pack_size {
                     written.push(self.put_pack(w).await?);
                 } else {
@@ -534,7 +549,10 @@ impl Repository {
     /// references, with the chunk's id. Any error stops the prune: nothing
     /// is deleted on a partial view.
     async fn referenced(&self, snaps: &[Snapshot]) -> Result<HashMap<ChunkId, ChunkId>> {
-        let mut ids: HashSet<ChunkId> = HashSet::new();
+        let mut ids = Names {
+            repo: self,
+            map: HashMap::new(),
+        };
         for snap in snaps {
             for d in &snap.databases {
                 ids.extend(d.chunk_lists.iter().copied());
@@ -561,10 +579,7 @@ impl Repository {
                 ids.extend(t.segments.iter().map(|s| s.id));
             }
         }
-        Ok(ids
-            .into_iter()
-            .map(|id| (self.chunk_name(&id), id))
-            .collect())
+        Ok(ids.map)
     }
 
     /// Lists loose chunks, packs and indexes (reading every index).
@@ -706,4 +721,19 @@ pub fn grace_before(grace: std::time::Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|g| Utc::now().checked_sub_signed(g))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Referenced chunks by stored name, with their ids, collected as they are
+/// found (one map, not a set of ids and then a map).
+struct Names<'a> {
+    repo: &'a Repository,
+    map: HashMap<ChunkId, ChunkId>,
+}
+
+impl Extend<ChunkId> for Names<'_> {
+    fn extend<I: IntoIterator<Item = ChunkId>>(&mut self, ids: I) {
+        for id in ids {
+            self.map.insert(self.repo.chunk_name(&id), id);
+        }
+    }
 }
