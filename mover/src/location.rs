@@ -955,6 +955,14 @@ impl Location {
         Ok(stale.len() as u64)
     }
 
+    /// The whole object at `path` (a store path, prefix included).
+    pub(crate) async fn get_bytes(&self, path: &Path) -> object_store::Result<bytes::Bytes> {
+        match self.store.get(path).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        }
+    }
+
     /// `key` as the store names it: under the location's prefix.
     pub(crate) fn full_key(&self, key: &str) -> String {
         if self.prefix.as_ref().is_empty() {

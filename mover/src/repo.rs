@@ -264,10 +264,7 @@ impl Repository {
     /// unencrypted may have replaced an encrypted one: its data would be
     /// trusted unauthenticated).
     pub async fn open(loc: Location, engine: Engine, cred: Option<&Credential>) -> Result<Self> {
-        let bytes = match loc.store.get(&loc.path(REPO_CONFIG_PATH)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
+        let bytes = loc.get_bytes(&loc.path(REPO_CONFIG_PATH)).await;
         let bytes = match bytes {
             Ok(b) => b,
             Err(object_store::Error::NotFound { .. }) => {
@@ -421,11 +418,9 @@ impl Repository {
             "{CONFIG_COPIES_DIR}/{}",
             newest.rsplit('/').next().unwrap_or_default()
         );
-        let bytes = match loc.store.get(&loc.path(&name)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| MoverError::store("read a locked copy of haul-repo.json from", &loc.url, e))?;
+        let bytes = loc.get_bytes(&loc.path(&name)).await.map_err(|e| {
+            MoverError::store("read a locked copy of haul-repo.json from", &loc.url, e)
+        })?;
         Ok(Some((name, bytes)))
     }
 
@@ -748,10 +743,7 @@ impl Repository {
         let path = self.loc.path(&haul_manifest::chunk_path(name));
         let blob = {
             let _r = self.engine.request().await;
-            match self.loc.store.get(&path).await {
-                Ok(r) => r.bytes().await,
-                Err(e) => Err(e),
-            }
+            self.loc.get_bytes(&path).await
         };
         blob.map_err(|e| match e {
             object_store::Error::NotFound { .. } => self.corrupt(
@@ -864,10 +856,7 @@ impl Repository {
 
     pub async fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
         let path = self.loc.path(&haul_manifest::snapshot_path(&id));
-        let bytes = match self.loc.store.get(&path).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
+        let bytes = self.loc.get_bytes(&path).await;
         let bytes = bytes.map_err(|e| match e {
             object_store::Error::NotFound { .. } => MoverError::UnknownSnapshot {
                 url: self.url(),
@@ -945,8 +934,8 @@ impl Repository {
         let Err(e) = written else {
             return Ok(());
         };
-        let check = match self.loc.store.get(&path).await {
-            Ok(r) => r.bytes().await.map(Some),
+        let check = match self.loc.get_bytes(&path).await {
+            Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         };
@@ -1032,10 +1021,7 @@ impl Repository {
 
     /// Reads a small JSON document of the repository, if present.
     pub async fn read_json<T: serde::de::DeserializeOwned>(&self, rel: &str) -> Result<Option<T>> {
-        let bytes = match self.loc.store.get(&self.loc.path(rel)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
+        let bytes = self.loc.get_bytes(&self.loc.path(rel)).await;
         match bytes {
             Ok(b) => serde_json::from_slice(&self.open_sealed(Kind::Record, rel, b)?)
                 .map(Some)

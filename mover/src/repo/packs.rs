@@ -160,10 +160,7 @@ impl Repository {
                             format!("{INDEX_DIR}/{}", l.key.rsplit('/').next().unwrap_or(""));
                         let bytes = {
                             let _r = self.engine.request().await;
-                            match self.loc.store.get(&self.loc.path(&name)).await {
-                                Ok(r) => r.bytes().await,
-                                Err(e) => Err(e),
-                            }
+                            self.loc.get_bytes(&self.loc.path(&name)).await
                         }
                         .map_err(|e| {
                             MoverError::store("read a pack index from", &self.loc.url, e)
@@ -580,10 +577,7 @@ impl Repository {
         };
         let bytes = {
             let _r = self.engine.request().await;
-            match self.loc.store.get(&self.loc.path(&name)).await {
-                Ok(r) => r.bytes().await,
-                Err(e) => Err(e),
-            }
+            self.loc.get_bytes(&self.loc.path(&name)).await
         };
         let bytes = match bytes {
             Ok(b) => b,

@@ -670,11 +670,10 @@ impl Repository {
 
     async fn get_whole(&self, rel: &str) -> Result<Bytes> {
         let _r = self.engine.request().await;
-        match self.loc.store.get(&self.loc.path(rel)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| MoverError::store("read from", &self.loc.url, e))
+        self.loc
+            .get_bytes(&self.loc.path(rel))
+            .await
+            .map_err(|e| MoverError::store("read from", &self.loc.url, e))
     }
 
     async fn put_raw(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
