@@ -520,3 +520,46 @@ fn object_lock_case(
         .run(["init", &format!("s3://{plain}/repo"), "--object-lock", "2"])
         .fails_with(1, "does not have Object Lock enabled");
 }
+
+/// One prune at a time: a second refuses while the first runs, naming it;
+/// a prune killed with -9 leaves a record that does not block the next.
+#[test]
+fn one_prune_at_a_time_and_a_dead_one_does_not_block() {
+    let rig = Rig::new();
+    rig.set(&small("p", 5, 123));
+    rig.backup();
+    let mut first = haul_command();
+    first
+        .args(["prune", "--repo", &rig.repo, "--grace", "1h"])
+        .env("HAUL_FAILPOINTS", "prune-start=sleep:60")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = first.spawn().expect("spawn haul prune");
+    let running = rig.repo_dir().join("pruning");
+    let t0 = std::time::Instant::now();
+    while entries(&running) == 0 {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the first prune never recorded itself"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let second = Haul::new().run(["prune", "--repo", &rig.repo, "--grace", "1h"]);
+    assert_ne!(second.code, 0, "{}", second.stdout);
+    assert!(
+        second.stderr.contains("another prune is running") && second.stderr.contains("pid"),
+        "{}",
+        second.stderr
+    );
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    assert_eq!(entries(&running), 1, "a killed prune leaves its record");
+    let third = rig.prune(&["--grace", "1h"]);
+    assert_eq!(third["dry_run"], false, "{third}");
+    assert!(entries(&running) == 0, "no record is left behind");
+}
+
+/// Files directly in `dir` (0 when it does not exist).
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |r| r.count())
+}

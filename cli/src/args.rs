@@ -249,8 +249,9 @@ pub enum Command {
     /// backup runs. The default (20h) lets a nightly `forget --prune` delete
     /// what the previous night's marked. Packs at least half unreferenced
     /// are repacked (their referenced chunks copied into a new pack, checked
-    /// first). The newest 100 run records of each kind are kept. Run one
-    /// prune at a time.
+    /// first). The newest 100 run records of each kind are kept. One prune
+    /// runs at a time: a second refuses while one runs (a record under
+    /// pruning/, which a prune that died does not leave blocking).
     #[command(after_help = "Examples:
   haul prune -r s3://backups/pachyderm --dry-run   # what would be marked and deleted
   haul prune -c prod.toml                         # mark now; delete what was marked 20h+ ago

@@ -27,6 +27,7 @@
 //! | `packs/…`, `index/…` | format v2: small chunks gathered into packs, and where each is (see **Packs** below). |
 //! | `config/<time>.json` | Object Lock only: a locked copy of each version of `haul-repo.json` (which `haul key` rewrites, so it is never locked itself); read when `haul-repo.json` is gone. |
 //! | `prune/<time>-<id>.json` | [`prune::PruneMark`]: what a prune found unreferenced and when; a later prune deletes it after the grace period (see [`prune`]). |
+//! | `pruning/<time>-<id>.json` | a prune running now (host, pid, start): a second prune refuses to start beside it; removed at its end, or as stale once its process is gone from this host or 6 hours have passed. |
 //! | `pauses/<run>.json` | [`PauseRecord`]: a cluster a backup paused and what resumes it; written before the first change to the cluster, removed after the resume (see [`pause`]). |
 //!
 //! **Chunks.** A chunk blob is a 14-byte header followed by the payload:

@@ -98,6 +98,10 @@ pub enum MoverError {
 
     #[error("background task failed: {0}")]
     Task(String),
+
+    /// Another process is doing what may only run once at a time.
+    #[error("{url}: {reason}")]
+    Busy { url: String, reason: String },
 }
 
 impl MoverError {

@@ -17,7 +17,8 @@
 //! written before the old ones go, and an index never names a pack after
 //! the pack is deleted without another index naming the pack's copy.
 //! One prune at a time: two sweeping at once could each rewrite the index
-//! from a listing the other is changing.
+//! from a listing the other is changing, so each records itself under
+//! `pruning/` and refuses to start beside a live one.
 
 use std::collections::{HashMap, HashSet};
 
@@ -93,6 +94,19 @@ pub struct PruneReport {
     /// left for a prune after `locked_until`.
     pub locked: u64,
     pub locked_until: Option<DateTime<Utc>>,
+}
+
+/// The folder of running prunes' records.
+pub const PRUNING_DIR: &str = "pruning";
+/// A running prune's record older than this many hours is stale.
+pub const PRUNE_STALE_AFTER_H: i64 = 6;
+
+/// `pruning/<time>-<id>.json`: a prune running now.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Pruning {
+    host: String,
+    pid: u32,
+    time: DateTime<Utc>,
 }
 
 /// Chunks and packs some mark names: backups do not reuse them.
@@ -203,10 +217,28 @@ impl Repository {
             ..Default::default()
         };
         self.flush_packs().await?;
-        let marked = self.prune_pass(opts, &mut report, true).await?;
+        if opts.dry_run {
+            self.prune_passes(opts, &mut report).await?;
+            return Ok(report);
+        }
+        let mine = self.begin_prune(opts).await?;
+        let done = self.prune_passes(opts, &mut report).await;
+        // Whatever happened: a record left behind only makes the next
+        // prune on this host check that this process is gone.
+        let ended = self.delete(&mine).await;
+        done?;
+        ended?;
+        Ok(report)
+    }
+
+    async fn prune_passes(&self, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+        crate::failpoint::hit("prune-start")
+            .await
+            .map_err(|p| MoverError::Task(format!("failpoint {p}: injected failure")))?;
+        let marked = self.prune_pass(opts, report, true).await?;
         if marked && opts.grace.is_zero() && !opts.dry_run {
             // The roots again: one may have been committed since T0.
-            self.prune_pass(opts, &mut report, false).await?;
+            self.prune_pass(opts, report, false).await?;
         }
         if !opts.dry_run {
             report.runs_deleted = self.delete_old_runs().await?;
@@ -215,7 +247,91 @@ impl Repository {
             let before = grace_before(opts.grace);
             report.uploads_aborted = self.loc.abort_stale_uploads(before).await?;
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Records this prune under `pruning/` and refuses to go on while
+    /// another is running: two sweeping at once could each rewrite the
+    /// index from a listing the other is changing. Not a lock a dead
+    /// process leaves behind: a record of a process gone from this host,
+    /// or older than [`PRUNE_STALE_AFTER_H`] hours, is removed. Returns
+    /// this prune's record, to delete at the end.
+    async fn begin_prune(&self, opts: &PruneOptions) -> Result<String> {
+        let others = self.prunes_running(opts, None).await?;
+        if let Some((_, p)) = others.first() {
+            return Err(self.busy(p));
+        }
+        let now = Utc::now();
+        let rel = format!(
+            "{PRUNING_DIR}/{}-{}.json",
+            now.format("%Y%m%dT%H%M%S%.6fZ"),
+            &ChunkId(random()?).to_hex()[..12]
+        );
+        let me = Pruning {
+            host: opts.host.clone(),
+            pid: std::process::id(),
+            time: now,
+        };
+        self.write_json(&rel, &me).await?;
+        // Two that started together: the one whose record sorts first goes on.
+        let others = self.prunes_running(opts, Some(&rel)).await?;
+        if let Some((_, p)) = others.iter().find(|(r, _)| r.as_str() < rel.as_str()) {
+            let e = self.busy(p);
+            self.delete(&rel).await?;
+            return Err(e);
+        }
+        Ok(rel)
+    }
+
+    fn busy(&self, p: &Pruning) -> MoverError {
+        MoverError::Busy {
+            url: self.url(),
+            reason: format!(
+                "another prune is running on {} (pid {}, since {}): run one prune at a time; \
+                 if it died on another machine, its record expires {PRUNE_STALE_AFTER_H} hours \
+                 after it started",
+                p.host,
+                p.pid,
+                p.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        }
+    }
+
+    /// The prunes running now, by record, other than `mine`; stale records
+    /// are deleted on the way.
+    async fn prunes_running(
+        &self,
+        opts: &PruneOptions,
+        mine: Option<&str>,
+    ) -> Result<Vec<(String, Pruning)>> {
+        let mut out = Vec::new();
+        let stale_before = Utc::now() - chrono::Duration::hours(PRUNE_STALE_AFTER_H);
+        for name in self
+            .json_names(PRUNING_DIR, "list running prunes of")
+            .await?
+        {
+            let rel = format!("{PRUNING_DIR}/{name}.json");
+            if Some(rel.as_str()) == mine {
+                continue;
+            }
+            let Some(p) = self.read_json::<Pruning>(&rel).await? else {
+                continue;
+            };
+            let gone_here =
+                p.host == opts.host && !std::path::Path::new(&format!("/proc/{}", p.pid)).exists();
+            if p.time < stale_before || gone_here {
+                tracing::warn!(
+                    "removing the record of a prune that is no longer running ({} pid {})",
+                    p.host,
+                    p.pid
+                );
+                self.delete(&rel).await?;
+                continue;
+            }
+            out.push((rel, p));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// One look at the repository: sweep what is due, then (if `mark`)
