@@ -604,3 +604,14 @@ pub fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// Every file under `dir` by relative path, with its bytes.
+pub fn read_tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    files(dir)
+        .into_iter()
+        .map(|f| {
+            let k = f.strip_prefix(dir).expect("inside").display().to_string();
+            (k, std::fs::read(&f).expect("read"))
+        })
+        .collect()
+}

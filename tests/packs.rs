@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::common::{Haul, files, noise};
+use crate::common::{Haul, files, noise, read_tree};
 
 /// 1,500 objects of 1–16 KiB (half noise, half text) and one of 3 MiB.
 fn small_objects(src: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -41,16 +41,6 @@ fn stored(repo: &Path) -> BTreeMap<String, usize> {
         *out.entry(top).or_insert(0) += 1;
     }
     out
-}
-
-fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    files(dir)
-        .into_iter()
-        .map(|f| {
-            let k = f.strip_prefix(dir).expect("inside").display().to_string();
-            (k, std::fs::read(&f).expect("read"))
-        })
-        .collect()
 }
 
 /// An encrypted repository packs small chunks: 1,501 objects are a

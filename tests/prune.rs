@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use object_store::ObjectStoreExt;
 
-use crate::common::{Haul, files, haul_command, noise};
+use crate::common::{Haul, files, haul_command, noise, read_tree};
 
 /// A source folder and an encrypted `file://` repository (packs on).
 struct Rig {
@@ -88,16 +88,6 @@ impl Rig {
             .map(|f| std::fs::metadata(f).expect("meta").len())
             .sum()
     }
-}
-
-fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    files(dir)
-        .into_iter()
-        .map(|f| {
-            let k = f.strip_prefix(dir).expect("inside").display().to_string();
-            (k, std::fs::read(&f).expect("read"))
-        })
-        .collect()
 }
 
 /// `n` small incompressible files under `prefix` (packed), seeded by `seed`.

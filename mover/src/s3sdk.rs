@@ -332,25 +332,11 @@ impl SdkS3 {
 
     /// Writes `key` in one request.
     pub(crate) async fn put(&self, key: &str, body: PutPayload) -> object_store::Result<PutResult> {
-        let bytes: Bytes = body.into();
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| Failed::from_sdk(e, key).error)?;
-        Ok(PutResult {
-            e_tag: put.e_tag().map(str::to_owned),
-            version: put.version_id().map(str::to_owned),
-            extensions: Default::default(),
-        })
+        self.put_object(key, body, None).await
     }
 
     /// Writes `key` with an Object Lock retention (`mode` as S3 spells it)
-    /// until `until`. S3 wants a checksum with a retention: CRC32 here.
+    /// until `until`.
     pub(crate) async fn put_locked(
         &self,
         key: &str,
@@ -358,18 +344,33 @@ impl SdkS3 {
         mode: &str,
         until: DateTime<Utc>,
     ) -> object_store::Result<PutResult> {
+        self.put_object(key, body, Some((mode, until))).await
+    }
+
+    /// One PUT, with an Object Lock retention when `lock` says so (and then
+    /// a CRC32 checksum: S3 wants one with a retention).
+    async fn put_object(
+        &self,
+        key: &str,
+        body: PutPayload,
+        lock: Option<(&str, DateTime<Utc>)>,
+    ) -> object_store::Result<PutResult> {
         let bytes: Bytes = body.into();
-        let put = self
+        let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .body(ByteStream::from(bytes))
-            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::from(mode))
-            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
-                until.timestamp(),
-            ))
-            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+            .body(ByteStream::from(bytes));
+        if let Some((mode, until)) = lock {
+            req = req
+                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::from(mode))
+                .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                    until.timestamp(),
+                ))
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
+        }
+        let put = req
             .send()
             .await
             .map_err(|e| Failed::from_sdk(e, key).error)?;

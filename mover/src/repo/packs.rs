@@ -151,34 +151,40 @@ impl Repository {
         self.packer
             .loaded
             .get_or_try_init(|| async {
-                let listed: Vec<_> = crate::listing::resumable(&self.loc, INDEX_DIR, None)
-                    .try_collect()
-                    .await?;
-                let read: Vec<Vec<PackEntry>> = stream::iter(listed)
-                    .map(|l| async move {
-                        let name =
-                            format!("{INDEX_DIR}/{}", l.key.rsplit('/').next().unwrap_or(""));
-                        let bytes = {
-                            let _r = self.engine.request().await;
-                            self.loc.get_bytes(&self.loc.path(&name)).await
-                        }
-                        .map_err(|e| {
-                            MoverError::store("read a pack index from", &self.loc.url, e)
-                        })?;
-                        let plain = self.open_sealed(Kind::Record, &name, bytes)?;
-                        pack::decode(&plain, &name).map_err(|e| self.corrupt(name.clone(), e))
-                    })
-                    .buffer_unordered(self.engine.limits.read_ahead.max(1))
-                    .try_collect()
-                    .await?;
+                let read = self.read_indexes().await?;
                 let mut s = self.packer.state();
-                for e in read.into_iter().flatten() {
-                    s.add(&e);
+                for (_, entries) in &read {
+                    for e in entries {
+                        s.add(e);
+                    }
                 }
                 Ok::<_, MoverError>(())
             })
             .await?;
         Ok(())
+    }
+
+    /// Every index of the repository: its path and the packs it names.
+    pub(super) async fn read_indexes(&self) -> Result<Vec<(String, Vec<PackEntry>)>> {
+        let listed: Vec<_> = crate::listing::resumable(&self.loc, INDEX_DIR, None)
+            .try_collect()
+            .await?;
+        stream::iter(listed)
+            .map(|l| async move {
+                let name = format!("{INDEX_DIR}/{}", l.key.rsplit('/').next().unwrap_or(""));
+                let bytes = {
+                    let _r = self.engine.request().await;
+                    self.loc.get_bytes(&self.loc.path(&name)).await
+                }
+                .map_err(|e| MoverError::store("read a pack index from", &self.loc.url, e))?;
+                let plain = self.open_sealed(Kind::Record, &name, bytes)?;
+                let entries =
+                    pack::decode(&plain, &name).map_err(|e| self.corrupt(name.clone(), e))?;
+                Ok::<_, MoverError>((name, entries))
+            })
+            .buffer_unordered(self.engine.limits.read_ahead.max(1))
+            .try_collect()
+            .await
     }
 
     /// Is the chunk stored as `name` packed (or being packed) here?

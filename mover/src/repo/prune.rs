@@ -26,7 +26,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use haul_manifest::crypto::Kind;
-use haul_manifest::pack::{self, INDEX_DIR, PACKS_DIR, PackEntry, PackId, PackWriter};
+use haul_manifest::pack::{self, PACKS_DIR, PackEntry, PackId, PackWriter};
 use haul_manifest::prune::{PRUNE_DIR, PRUNE_MARK_VERSION, PruneMark, mark_path};
 use haul_manifest::{
     CHUNKS_DIR, ChunkId, FormatError, RUNS_DIR, RunKind, Snapshot, TARGETS_DIR, TargetState,
@@ -411,12 +411,7 @@ impl Repository {
             let unused = match blobs.get(id) {
                 // Not in any index: a killed backup's pack.
                 None => obj.size,
-                Some(e) => e
-                    .blobs
-                    .iter()
-                    .filter(|b| !referenced.contains_key(&b.name))
-                    .map(|b| u64::from(b.len))
-                    .sum(),
+                Some(e) => unreferenced(e, &referenced).map(|b| u64::from(b.len)).sum(),
             };
             if unused > 0 && unused * 100 >= obj.size * REPACK_UNUSED_PERCENT {
                 if lock(report, obj) {
@@ -424,12 +419,9 @@ impl Repository {
                 }
                 new.packs.push(*id);
                 new.bytes += unused;
-                report.marked_chunks += blobs.get(id).map_or(0, |e| {
-                    e.blobs
-                        .iter()
-                        .filter(|b| !referenced.contains_key(&b.name))
-                        .count() as u64
-                });
+                report.marked_chunks += blobs
+                    .get(id)
+                    .map_or(0, |e| unreferenced(e, &referenced).count() as u64);
             }
         }
         report.marked_chunks += new.loose.len() as u64;
@@ -489,12 +481,9 @@ impl Repository {
                 {
                     packs_gone.push(*id);
                     report.bytes_freed += obj.size;
-                    report.chunks_deleted += blobs.get(id).map_or(0, |e| {
-                        e.blobs
-                            .iter()
-                            .filter(|b| !referenced.contains_key(&b.name))
-                            .count() as u64
-                    });
+                    report.chunks_deleted += blobs
+                        .get(id)
+                        .map_or(0, |e| unreferenced(e, referenced).count() as u64);
                 }
             }
         }
@@ -686,14 +675,8 @@ impl Repository {
                 }
             }
         }
-        for name in self
-            .json_names(TARGETS_DIR, "list restore targets of")
-            .await?
-        {
-            let rel = format!("{TARGETS_DIR}/{name}.json");
-            if let Some(t) = self.read_json::<TargetState>(&rel).await? {
-                ids.extend(t.segments.iter().map(|s| s.id));
-            }
+        for t in self.target_states().await? {
+            ids.extend(t.segments.iter().map(|s| s.id));
         }
         Ok(ids.map)
     }
@@ -732,36 +715,31 @@ impl Repository {
                 );
             }
         }
-        let listed: Vec<_> = crate::listing::resumable(&self.loc, INDEX_DIR, None)
-            .try_collect()
-            .await?;
-        inv.indexes = stream::iter(listed)
-            .map(|l| async move {
-                let name = format!("{INDEX_DIR}/{}", l.key.rsplit('/').next().unwrap_or(""));
-                let bytes = self.get_whole(&name).await?;
-                let plain = self.open_sealed(Kind::Record, &name, bytes)?;
-                let entries =
-                    pack::decode(&plain, &name).map_err(|e| self.corrupt(name.clone(), e))?;
-                Ok::<_, MoverError>((name, entries))
-            })
-            .buffer_unordered(self.engine.limits.read_ahead.max(1))
-            .try_collect()
-            .await?;
+        inv.indexes = self.read_indexes().await?;
         Ok(inv)
     }
 
-    /// The URLs of the restore targets haul has written (`targets/`).
-    pub async fn target_urls(&self) -> Result<Vec<String>> {
-        let mut urls = Vec::new();
+    /// Every restore-target record (`targets/`).
+    async fn target_states(&self) -> Result<Vec<TargetState>> {
+        let mut out = Vec::new();
         for name in self
             .json_names(TARGETS_DIR, "list restore targets of")
             .await?
         {
             let rel = format!("{TARGETS_DIR}/{name}.json");
-            if let Some(t) = self.read_json::<TargetState>(&rel).await? {
-                urls.push(t.url);
-            }
+            out.extend(self.read_json::<TargetState>(&rel).await?);
         }
+        Ok(out)
+    }
+
+    /// The URLs of the restore targets haul has written (`targets/`).
+    pub async fn target_urls(&self) -> Result<Vec<String>> {
+        let mut urls: Vec<String> = self
+            .target_states()
+            .await?
+            .into_iter()
+            .map(|t| t.url)
+            .collect();
         urls.sort();
         urls.dedup();
         Ok(urls)
@@ -851,4 +829,12 @@ impl Extend<ChunkId> for Names<'_> {
             self.map.insert(self.repo.chunk_name(&id), id);
         }
     }
+}
+
+/// The blobs of a pack that no snapshot references.
+fn unreferenced<'a>(
+    e: &'a PackEntry,
+    referenced: &'a HashMap<ChunkId, ChunkId>,
+) -> impl Iterator<Item = &'a pack::Blob> {
+    e.blobs.iter().filter(|b| !referenced.contains_key(&b.name))
 }
