@@ -680,6 +680,7 @@ class Bench:
                 self.psql("pachyderm", "INSERT INTO commits (repo, branch, origin, info) SELECT 'repo-new', "
                                        "'master', 1, md5(random()::text) FROM generate_series(1, 5000)")
                 k = r % len(order)
+                self.wait_idle()
                 for name in order[k:] + order[:k]:
                     if name == "naive":
                         runs["naive"].append(self.scale_naive(env, penv, src, dbs))
@@ -689,11 +690,25 @@ class Bench:
             self.scale_record(n, db_bytes, runs, self.scale_listing(src))
         self.stop_proxy()
 
+    def wait_idle(self):
+        """With --wait-idle LOAD, holds a timed round until the machine's
+        1-minute load average is below LOAD, so that work beside a long
+        benchmark (a build during the setup) cannot slow a timed run."""
+        limit, t0, said = self.args.wait_idle, time.monotonic(), False
+        while limit and os.getloadavg()[0] >= limit:
+            if not said:
+                log(f"scale: waiting for a 1-minute load below {limit} (now {os.getloadavg()[0]:.2f})")
+                said = True
+            time.sleep(5)
+        if said:
+            log(f"scale: idle after {time.monotonic() - t0:.0f}s")
+
     def scale_listing(self, src):
         """What listing the bucket costs the server itself: one sequential
         `rclone lsf --fast-list`, straight to it (no proxy), with the CPU
         seconds the server spent answering. A paused pass that lists the
         whole bucket cannot beat the server's CPU over its cores."""
+        self.wait_idle()
         dt, _, out, cpu, srv = self.timed([self.rclone, "--config", "/dev/null", "lsf", "-R", "--fast-list",
                                            f"src:{src}"])
         listed = out.count("\n")
@@ -821,6 +836,9 @@ def main():
                     help="scale: also run --haul without the databases (the paused pass without dumps beside it)")
     ap.add_argument("--naive-up-to", type=int, default=200_000,
                     help="scale: measure the naive procedure only at object counts up to this (default 200000)")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="LOAD",
+                    help="scale: before each timed round, wait until the 1-minute load average is below LOAD "
+                         "(for long runs beside other work; default: do not wait)")
     ap.add_argument("--haul", default=os.path.join(ROOT, "target", "release", "haul"),
                     help="haul binary (default: target/release/haul, built if missing)")
     ap.add_argument("--probe", default=os.path.join(ROOT, "target", "release", "s3probe"),
