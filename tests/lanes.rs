@@ -14,7 +14,7 @@ use crate::common::{Haul, S3, contents, put};
 
 /// Keys that stress path order against byte order, among enough chunk-like
 /// keys (more than one 1,000-key page) that a listing is really cut.
-fn dataset() -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn dataset() -> BTreeMap<String, Vec<u8>> {
     let mut d = BTreeMap::new();
     for i in 0..1100u32 {
         let h = blake3::hash(&i.to_le_bytes()).to_hex();

@@ -21,3 +21,4 @@ mod proxy_faults;
 mod prune;
 mod refresh;
 mod retention;
+mod shards;

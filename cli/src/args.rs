@@ -366,6 +366,8 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         label: Vec<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
+        #[command(flatten)]
+        shards: ShardArgs,
     },
 
     /// List the snapshots of a repository, oldest first.
@@ -518,6 +520,65 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         #[arg(long)]
         read_data: bool,
     },
+
+    /// Print the Kubernetes manifests that run a backup or restore as N
+    /// shards: an Indexed Job (one pod per shard, `--shard auto/N`) and, for
+    /// a backup, the Job that commits it once every shard has finished.
+    ///
+    /// The pods read the config file from a Secret (mounted at /etc/haul)
+    /// and take credentials and the repository's key as environment
+    /// variables from another Secret; the printed header says how to create
+    /// both. Nothing secret is printed. Pipe the output to `kubectl apply -f -`.
+    #[command(after_help = "Examples:
+  haul job backup -c prod.toml --shards 8 --image registry.internal/haul:0.1 -n backups \
+      | kubectl apply -f -
+  haul job restore latest -c prod.toml --shards 8 --image registry.internal/haul:0.1 --json")]
+    Job {
+        #[command(subcommand)]
+        what: JobCmd,
+    },
+}
+
+/// What `haul job` makes manifests for.
+#[derive(Debug, Subcommand)]
+pub enum JobCmd {
+    /// A backup of the config's [cluster] source into its repository, by
+    /// N shards (a new staged backup, committed by the commit Job).
+    Backup {
+        #[command(flatten)]
+        job: JobArgs,
+    },
+    /// A restore of SNAPSHOT into the config's [restore] targets, by N shards.
+    Restore {
+        /// Snapshot id (or a unique prefix of one), or `latest`.
+        #[arg(value_name = "SNAPSHOT")]
+        snapshot: String,
+        #[command(flatten)]
+        job: JobArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Shards (pods), each one range of the key space.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: u32,
+    /// The container image holding haul (see the Dockerfile) [default: haul:VERSION].
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// The namespace of the Jobs.
+    #[arg(long, short = 'n', value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// The Secret holding the config file as `haul.toml`.
+    #[arg(long, value_name = "NAME", default_value = "haul-config")]
+    pub config_secret: String,
+    /// The Secret of environment variables: the stores' credentials
+    /// (AWS_ACCESS_KEY_ID, ...) and the repository's key (HAUL_PASSWORD).
+    #[arg(long, value_name = "NAME", default_value = "haul-env")]
+    pub env_secret: String,
+    /// The staged backup's id (16 hex digits) [default: a new one].
+    #[arg(long, value_name = "ID")]
+    pub staging: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -568,6 +629,47 @@ pub struct RepoArg {
 }
 
 /// Pausing a running cluster for a consistent backup.
+/// A bucket too large for one machine: its key space cut into N ranges
+/// (balanced by bytes, from the parent snapshot), each copied by its own
+/// process; the repository is their only meeting point.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Shards (one bucket, several machines)")]
+pub struct ShardArgs {
+    /// Copy the bucket with N shards at once, on every pass (pre-copy
+    /// rounds and the paused one): the rest (pause, dumps, commit, resume)
+    /// is this process's, as without shards.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: Option<u32>,
+    /// With --shards: where they run. local: N processes of this machine
+    /// (this binary); kubernetes: an Indexed Job applied with `kubectl apply`
+    /// (the manifests of `haul job backup`, with --context and --namespace),
+    /// deleted afterwards [default: local].
+    #[arg(long, value_name = "WHERE", requires = "shards")]
+    pub executor: Option<String>,
+    /// Back up only shard K of N of the bucket (K counts from 0; auto/N
+    /// reads JOB_COMPLETION_INDEX, as in the pods of an Indexed Job) into
+    /// the staged backup --staging, and commit nothing: `haul backup
+    /// --commit ID` does, once all N have finished. Databases and the pause
+    /// are left to the commit's side. A shard run again replaces its record.
+    #[arg(long, value_name = "K/N", requires = "staging", conflicts_with_all = ["shards", "commit"])]
+    pub shard: Option<String>,
+    /// The staged backup a --shard writes into: the same 16-hex-digit id
+    /// for all N (`haul job backup` prints one). The first shard writes its
+    /// plan (the parent, and where the key space is cut); the others read it.
+    #[arg(long, value_name = "ID", env = "HAUL_STAGING")]
+    pub staging: Option<String>,
+    /// Commit the staged backup ID: check that every shard finished, from
+    /// the same plan, and write one snapshot (id ID) of their segments,
+    /// concatenated. A missing or failed shard makes it refuse, naming it.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["shards", "shard"])]
+    pub commit: Option<String>,
+    /// How long --commit (and --shards with --executor kubernetes) waits for
+    /// shards still running, e.g. 30m [default: --commit: none, commit now
+    /// or refuse; kubernetes: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
+}
+
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Cluster")]
 pub struct ClusterArgs {

@@ -27,6 +27,9 @@ pub struct Context {
     pub cancel: Cancel,
     /// Where procedures report what the operator must see.
     pub events: Events,
+    /// The config file (`-c`), absolute: shards started by this process
+    /// read the same one.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Context {
@@ -68,7 +71,24 @@ impl Context {
             file,
             cancel,
             events,
+            config_path: g
+                .config
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         })
+    }
+
+    /// The tuning flags that give this run's limits: what a child process
+    /// (a local shard) is started with, so that it runs with the same.
+    pub fn limit_args(&self) -> Vec<String> {
+        let l = &self.limits;
+        vec![
+            format!("--requests={}", l.requests),
+            format!("--memory-mib={}", l.memory >> 20),
+            format!("--window={}", l.window),
+            format!("--list-lanes={}", l.list_lanes),
+            format!("--multipart-threshold-mib={}", l.multipart_threshold >> 20),
+        ]
     }
 
     /// The repository: --repo (or HAUL_REPO), else the config file's.

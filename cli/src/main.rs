@@ -23,6 +23,7 @@ mod commands;
 mod config;
 mod context;
 mod error;
+mod job;
 mod keys;
 mod output;
 mod signals;

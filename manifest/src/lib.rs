@@ -125,6 +125,7 @@ pub mod pause;
 pub mod prune;
 mod run;
 pub mod segment;
+pub mod shard;
 pub mod tree;
 
 pub use error::FormatError;

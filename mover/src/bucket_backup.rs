@@ -14,8 +14,9 @@
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use haul_manifest::diff::Joined;
-use haul_manifest::{BucketRecord, ChunkId, ObjectEntry, chunk, tree};
+use haul_manifest::diff::{Joined, key_order};
+use haul_manifest::shard::KeySplit;
+use haul_manifest::{BucketRecord, ChunkId, ObjectEntry, SegmentRef, chunk, tree};
 use serde::Serialize;
 
 use crate::listing::{self, Listed, SplitHints};
@@ -67,20 +68,61 @@ pub struct BackupPlan {
     pub bytes_to_read: u64,
 }
 
-/// Joins the source listing with the parent's entries.
+/// One shard of a sharded backup: the keys of `split` that shard `index`
+/// (from 0) holds (see `haul_manifest::shard`).
+#[derive(Debug, Clone, Copy)]
+pub struct Shard<'a> {
+    pub split: &'a KeySplit,
+    pub index: u32,
+}
+
+impl Shard<'_> {
+    /// The segments of a manifest that may hold keys of this shard.
+    fn segments(&self, segments: &[SegmentRef]) -> Vec<SegmentRef> {
+        let (from, to) = self.split.range(self.index);
+        segments
+            .iter()
+            .filter(|s| from.as_ref().is_none_or(|f| key_order(&s.last, f).is_ge()))
+            .filter(|s| to.as_ref().is_none_or(|t| key_order(&s.first, t).is_lt()))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Joins the source listing with the parent's entries (of one shard's keys
+/// only, with `shard`).
 fn work<'a>(
     repo: &'a Repository,
     source: &Location,
     parent: Option<&BucketRecord>,
+    shard: Option<Shard<'_>>,
     removed: &'a std::sync::atomic::AtomicU64,
 ) -> BoxStream<'a, Result<Work>> {
-    let parent_entries = match parent {
-        Some(p) => repo.entries(p.segments.clone()),
-        None => stream::empty().boxed(),
+    let lanes = repo.engine.limits.lanes();
+    let (parent_entries, source_listing) = match shard {
+        None => {
+            // The parent's segments say where the source's listing can be cut.
+            let hints =
+                parent.map_or_else(SplitHints::none, |p| SplitHints::from_segments(&p.segments));
+            let entries = match parent {
+                Some(p) => repo.entries(p.segments.clone()),
+                None => stream::empty().boxed(),
+            };
+            (entries, listing::in_lanes(source, lanes, hints))
+        }
+        Some(sh) => {
+            let entries = match parent {
+                Some(p) => {
+                    let (split, k) = (sh.split.clone(), sh.index);
+                    repo.entries(sh.segments(&p.segments))
+                        .try_filter(move |e| futures::future::ready(split.contains(k, &e.key)))
+                        .boxed()
+                }
+                None => stream::empty().boxed(),
+            };
+            (entries, listing::shard(source, lanes, sh.split, sh.index))
+        }
     };
-    // The parent's segments say where the source's listing can be cut.
-    let hints = parent.map_or_else(SplitHints::none, |p| SplitHints::from_segments(&p.segments));
-    let source_listing = listing::in_lanes(source, repo.engine.limits.lanes(), hints);
     merge::join(source_listing, parent_entries)
         .try_filter_map(move |j| {
             let w = match j {
@@ -121,7 +163,7 @@ pub async fn plan(
     listing::probe(source).await?;
     let removed = std::sync::atomic::AtomicU64::new(0);
     let mut plan = BackupPlan::default();
-    let mut s = work(repo, source, parent, &removed);
+    let mut s = work(repo, source, parent, None, &removed);
     while let Some(w) = s.try_next().await? {
         match w {
             Work::Keep(e) => {
@@ -151,6 +193,17 @@ pub async fn backup(
     source: &Location,
     parent: Option<&BucketRecord>,
 ) -> Result<BucketBackup> {
+    backup_shard(repo, source, parent, None).await
+}
+
+/// Backs up one shard of `source` (all of it with `None`): the record
+/// holds the shard's keys only; shards' segments concatenate in order.
+pub async fn backup_shard(
+    repo: &Repository,
+    source: &Location,
+    parent: Option<&BucketRecord>,
+    shard: Option<Shard<'_>>,
+) -> Result<BucketBackup> {
     if source.url.overlaps(&repo.loc.url) {
         return Err(MoverError::Overlap {
             repo: repo.url(),
@@ -169,7 +222,7 @@ pub async fn backup(
     let add =
         |f: &dyn Fn(&mut BackupStats)| f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
 
-    let mut entries = work(repo, source, parent, &removed)
+    let mut entries = work(repo, source, parent, shard, &removed)
         .map_ok(|w| async {
             match w {
                 Work::Keep(e) => {

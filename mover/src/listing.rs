@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use haul_manifest::diff::key_order;
+use haul_manifest::shard::KeySplit;
 use object_store::path::Path;
 
 use crate::location::{Location, Scheme};
@@ -69,6 +70,43 @@ pub fn in_lanes(
     hints: SplitHints,
 ) -> BoxStream<'static, Result<Listed>> {
     in_lanes_from(loc, lanes, hints, lanes::FIRST_PAGE)
+}
+
+/// Lists shard `k` of `split` (see `haul_manifest::shard`) in path order,
+/// its ranges in up to `lanes` at once: the keys [`in_lanes`] would list
+/// that fall in the shard, without listing the others. A local directory
+/// is walked whole and filtered.
+pub fn shard(
+    loc: &Location,
+    lanes: usize,
+    split: &KeySplit,
+    k: u32,
+) -> BoxStream<'static, Result<Listed>> {
+    let url = loc.url.to_string();
+    if loc.url.scheme == Scheme::File {
+        let split = split.clone();
+        return sorted(loc)
+            .try_filter(move |l| futures::future::ready(split.contains(k, &l.key)))
+            .boxed();
+    }
+    let pieces = {
+        let (loc, url) = (loc.clone(), url.clone());
+        lanes::shard_parts(split, k)
+            .into_iter()
+            .map(move |p| to_path_order(lanes::objects(&loc, p), url.clone()))
+    };
+    ascending(lanes::in_order(pieces, lanes), url)
+}
+
+/// Where to cut `loc` into `n` shards balanced by bytes: from `segments`
+/// (a snapshot of it), or from its first page. Returns the split and the
+/// bytes each shard is expected to hold (zeros without segments).
+pub async fn shard_split(
+    loc: &Location,
+    segments: Option<&[haul_manifest::SegmentRef]>,
+    n: u32,
+) -> Result<(KeySplit, Vec<u64>)> {
+    lanes::shard_split(loc, segments, n).await
 }
 
 /// [`in_lanes`], with a store of fewer than `first_page` keys listed whole.

@@ -11,6 +11,7 @@ use futures::stream::{self, BoxStream, FuturesOrdered, StreamExt, TryStreamExt};
 use haul_manifest::crypto::{self, Credential, Encryption, Keys, Kind};
 use haul_manifest::pause::PAUSES_DIR;
 use haul_manifest::segment::{self, SegmentWriter};
+use haul_manifest::shard::{self, ShardPlan, ShardRecord};
 use haul_manifest::{
     CHUNKS_DIR, CONFIG_COPIES_DIR, ChunkId, DatabaseRecord, ObjectEntry, PauseRecord,
     REPO_CONFIG_PATH, RUNS_DIR, RepoConfig, RepoId, RunKind, RunRecord, SNAPSHOTS_DIR, SegmentRef,
@@ -1008,6 +1009,63 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+
+    /// The plan of a staged (sharded) backup, if written.
+    pub async fn shard_plan(&self, staging: SnapshotId) -> Result<Option<ShardPlan>> {
+        let plan: Option<ShardPlan> = self.read_json(&shard::plan_path(staging)).await?;
+        if let Some(p) = &plan {
+            p.split.check().map_err(|reason| {
+                self.corrupt(
+                    shard::plan_path(staging),
+                    haul_manifest::FormatError::Invalid {
+                        what: "shard plan".into(),
+                        reason,
+                    },
+                )
+            })?;
+        }
+        Ok(plan)
+    }
+
+    /// Every shard record of a staged backup (in shard order).
+    pub async fn shard_records(&self, staging: SnapshotId) -> Result<Vec<ShardRecord>> {
+        let dir = shard::staging_dir(staging);
+        let mut out = Vec::new();
+        for name in self.json_names(&dir, "list shard records of").await? {
+            if name.starts_with("shard-")
+                && let Some(r) = self
+                    .read_json::<ShardRecord>(&format!("{dir}/{name}.json"))
+                    .await?
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.shard);
+        Ok(out)
+    }
+
+    /// Ids of the staged backups in the repository (committed ones are
+    /// removed; these are running, failed, or abandoned).
+    pub async fn staging_ids(&self) -> Result<Vec<SnapshotId>> {
+        let listed: Vec<_> = crate::listing::resumable(&self.loc, shard::STAGING_DIR, None)
+            .try_collect()
+            .await?;
+        let mut ids: Vec<SnapshotId> = listed
+            .iter()
+            .filter_map(|l| l.key.split('/').nth(1)?.parse().ok())
+            .collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Removes a staged backup's plan and records.
+    pub async fn remove_staging(&self, staging: SnapshotId) -> Result<()> {
+        let dir = shard::staging_dir(staging);
+        for name in self.json_names(&dir, "list shard records of").await? {
+            self.delete(&format!("{dir}/{name}.json")).await?;
+        }
+        Ok(())
     }
 
     /// Deletes one of the repository's small documents (a pause record).

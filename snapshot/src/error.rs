@@ -74,6 +74,32 @@ pub enum SnapshotError {
     #[error("internal error (panic) during the paused phase: {what}")]
     Panicked { what: String },
 
+    #[error("staged backup {staging}: {}; nothing was committed", incomplete(*shards, missing, other_plan))]
+    ShardsIncomplete {
+        staging: String,
+        shards: u32,
+        /// Shards with no record.
+        missing: Vec<u32>,
+        /// Shards whose record was made from another plan than the one in
+        /// the repository (a plan rewritten since, by a shard of a later run).
+        other_plan: Vec<u32>,
+    },
+
+    #[error("no staged backup {staging} in the repository (its plan, {path}, is missing)")]
+    NoStaging { staging: String, path: String },
+
+    #[error("staged backup {staging} does not match this run: {why}")]
+    StagingMismatch { staging: String, why: String },
+
+    #[error("shard {shard} of {shards} failed ({status}){}", tail(stderr))]
+    ShardFailed {
+        shard: u32,
+        shards: u32,
+        status: String,
+        /// The end of what the shard wrote on stderr.
+        stderr: String,
+    },
+
     #[error("failure injected at {0} (HAUL_FAILPOINTS)")]
     Injected(String),
 
@@ -150,6 +176,34 @@ impl SnapshotError {
     }
 }
 
+fn incomplete(shards: u32, missing: &[u32], other_plan: &[u32]) -> String {
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!(
+            "{} of {shards} shard(s) have not finished (no record): {}",
+            missing.len(),
+            list(missing)
+        ));
+    }
+    if !other_plan.is_empty() {
+        parts.push(format!(
+            "shard(s) {} were made from another plan than the staged one",
+            list(other_plan)
+        ));
+    }
+    parts.join("; ")
+}
+
+fn tail(stderr: &str) -> String {
+    let t = stderr.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(":\n{t}")
+    }
+}
+
 fn failed(outcomes: &[ComponentOutcome]) -> String {
     let (bad, good): (Vec<_>, Vec<_>) = outcomes.iter().partition(|o| !o.ok);
     let names = |v: &[&ComponentOutcome]| {
@@ -215,6 +269,16 @@ impl SnapshotError {
             Self::PausedByAnother { .. } => Some(
                 "wait for that run to end; if it is dead (a lost machine whose heartbeat is less than two \
                  minutes old), `haul resume --force --repo URL` resumes its cluster"
+                    .into(),
+            ),
+            Self::ShardsIncomplete { staging, shards, .. } => Some(format!(
+                "run each missing shard again (`haul backup --shard K/{shards} --staging {staging}`, \
+                 with the same source and repository), then commit again (`haul backup --commit \
+                 {staging}`); --wait DURATION waits for shards still running"
+            )),
+            Self::NoStaging { .. } => Some(
+                "a staged backup's id is printed by `haul job backup` and by the first shard; \
+                 committed ones are removed (see `haul snapshots`)"
                     .into(),
             ),
             Self::EnterpriseHasNoBucket { .. } => Some(

@@ -37,6 +37,7 @@ pub mod restore;
 pub mod resume;
 pub mod retention;
 pub mod runs;
+pub mod shards;
 mod units;
 mod window;
 

@@ -130,8 +130,71 @@ def kubectl(state, args, out):
         get(state, rest, out)
     elif verb == "scale":
         scale(state, rest, out)
+    elif verb == "apply" and rest[1:] == ["-f", "-"]:
+        apply(state, json.load(sys.stdin), out)
+    elif verb == "delete" and len(rest) >= 3 and rest[1] in ("job", "jobs", "job.batch"):
+        delete_job(state, rest[2], "--ignore-not-found" in rest, out)
     else:
         raise unknown("kubectl", rest)
+
+
+def apply(state, doc, out):
+    """`kubectl apply -f -` of an Indexed Job (JSON): runs its pods as local
+    processes, one per index, each with JOB_COMPLETION_INDEX set, like the
+    Job controller would (retries aside). The container's image is
+    $FAKE_IMAGE_BIN (the haul binary under test); a volume's mountPath is
+    mapped to a local folder by $FAKE_KUBE_MOUNTS (`/etc/haul=/tmp/x,...`);
+    the pods' environment is this process's (standing in for the Secrets)."""
+    import subprocess
+
+    if doc.get("kind") != "Job" or doc.get("apiVersion") != "batch/v1":
+        raise unknown("kubectl", ["apply", doc.get("kind", "?")], "only batch/v1 Jobs can be applied")
+    spec = doc["spec"]
+    if spec.get("completionMode") != "Indexed":
+        raise unknown("kubectl", ["apply", "Job"], "only Indexed Jobs are run")
+    name = doc["metadata"]["name"]
+    if name in state.get("jobs", {}):
+        raise Exit(1, f'Error from server (AlreadyExists): jobs.batch "{name}" already exists')
+    mounts = dict(m.split("=", 1) for m in os.environ.get("FAKE_KUBE_MOUNTS", "").split(",") if m)
+    container = spec["template"]["spec"]["containers"][0]
+
+    def local(arg):
+        for inside, outside in mounts.items():
+            arg = arg.replace(inside, outside)
+        return arg
+
+    cmd = [os.environ["FAKE_IMAGE_BIN"]] + [local(a) for a in container.get("args", [])]
+    logs = os.path.join(os.environ["FAKE_CLUSTER_DIR"], f"job-{name}")
+    os.makedirs(logs, exist_ok=True)
+    pids = []
+    for k in range(spec["completions"]):
+        env = dict(os.environ, JOB_COMPLETION_INDEX=str(k))
+        for e in container.get("env", []):
+            if "value" in e:
+                env[e["name"]] = e["value"]
+        with open(os.path.join(logs, f"{k}.out"), "wb") as o, open(os.path.join(logs, f"{k}.err"), "wb") as e:
+            p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
+                                 start_new_session=True)
+        pids.append(p.pid)
+    state.setdefault("jobs", {})[name] = {"pids": pids, "completions": spec["completions"]}
+    out.append(f"job.batch/{name} created\n")
+
+
+def delete_job(state, name, ignore_missing, out):
+    """`kubectl delete job NAME`: its pods (processes) are killed."""
+    import signal
+
+    job = state.get("jobs", {}).pop(name, None)
+    if job is None:
+        if ignore_missing:
+            return
+        raise Exit(1, f'Error from server (NotFound): jobs.batch "{name}" not found')
+    for pid in job["pids"]:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    out.append(f'job.batch "{name}" deleted\n')
 
 
 def parse_flags(rest, known):

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use haul_manifest::SnapshotId;
 use haul_mover::MoverError;
 use haul_pg::{DbLimits, DbSource, PgConn};
 use haul_snapshot::backup::{self, BackupRequest};
 use haul_snapshot::pause::PauseSpec;
+use haul_snapshot::shards;
 
-use crate::args::ClusterArgs;
+use crate::args::{ClusterArgs, ShardArgs};
 use crate::config::{ClusterSection, parse_duration};
 use crate::context::{Context, parse_db, pause_spec};
 use crate::error::{CliError, Outcome, Result};
@@ -73,6 +75,7 @@ pub struct BackupArgs<'a> {
     pub dry_run: bool,
     pub labels: &'a [String],
     pub cluster: ClusterChoice,
+    pub shards: ShardArgs,
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
@@ -87,7 +90,170 @@ fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// A staged backup's id, as typed.
+fn staging_id(flag: &str, id: &str) -> Result<SnapshotId> {
+    id.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "{flag} {id:?}: a staged backup's id is 16 hex digits (as `haul job backup` prints)"
+        ))
+    })
+}
+
+/// `haul backup --shard K/N --staging ID`: one range of the bucket into
+/// the staged backup, nothing committed.
+async fn shard(ctx: &Context, a: &BackupArgs<'_>, spec: &str) -> Result<Outcome> {
+    let index = std::env::var("JOB_COMPLETION_INDEX").ok();
+    let (k, n) =
+        haul_manifest::shard::parse_shard(spec, index.as_deref()).map_err(CliError::Usage)?;
+    let staging = staging_id("--staging", a.shards.staging.as_deref().unwrap_or_default())?;
+    if a.dry_run {
+        return Err(CliError::Usage(
+            "--dry-run with --shard: preview the whole backup without --shard instead".into(),
+        ));
+    }
+    let source_raw = a.source.ok_or_else(|| {
+        CliError::Usage("--shard needs the bucket: --source URL (or [cluster] source)".into())
+    })?;
+    let source_url = ctx.url(source_raw)?;
+    let repo_parsed = ctx.url(a.repo_url)?;
+    if source_url.overlaps(&repo_parsed) {
+        return Err(MoverError::Overlap {
+            repo: repo_parsed.to_string(),
+            source_url: source_url.to_string(),
+        }
+        .into());
+    }
+    let source = ctx.stores.open(&source_url, false)?;
+    let repo = ctx.repo(a.repo_url).await?;
+    let view = ProgressView::start(repo.engine().progress.clone(), ctx.progress);
+    let result = tokio::select! {
+        r = shards::run_shard(&repo, &source, staging, k, n) => r,
+        signal = ctx.cancel.cancelled() => Err(haul_snapshot::SnapshotError::Interrupted { signal }),
+    };
+    view.finish().await;
+    let r = result?;
+    emit(ctx.json, &r, |w| {
+        writeln!(
+            w,
+            "shard {}/{} of staged backup {} written ({:.1}s); commit with `haul backup --commit {}` once all {} have finished",
+            r.shard, r.shards, r.staging, r.duration_s, r.staging, r.shards
+        )?;
+        writeln!(
+            w,
+            "keys:      from {} to {}",
+            r.from.as_deref().unwrap_or("the start"),
+            r.to.as_deref().unwrap_or("the end")
+        )?;
+        let s = &r.stats;
+        writeln!(w, "objects:   {} ({})", s.objects, bytes(s.bytes))?;
+        writeln!(
+            w,
+            "read:      {} objects ({}): {} new, {} changed; {} unchanged, {} removed",
+            s.objects_read,
+            bytes(s.bytes_read),
+            s.objects_new,
+            s.objects_changed,
+            s.objects_unchanged,
+            s.objects_removed
+        )?;
+        writeln!(
+            w,
+            "uploaded:  {} chunks ({})",
+            s.chunks_uploaded,
+            bytes(s.bytes_uploaded)
+        )?;
+        Ok(())
+    });
+    Ok(Outcome::Done)
+}
+
+/// `haul backup --commit ID`: one snapshot of a staged backup's shards.
+async fn commit(ctx: &Context, a: &BackupArgs<'_>, id: &str) -> Result<Outcome> {
+    let staging = staging_id("--commit", id)?;
+    let wait = match &a.shards.wait {
+        Some(w) => parse_duration(w).map_err(|e| CliError::Usage(format!("--wait: {e}")))?,
+        None => Duration::ZERO,
+    };
+    let labels = parse_labels(a.labels)?;
+    let repo = ctx.repo(a.repo_url).await?;
+    let r = tokio::select! {
+        r = shards::commit(&repo, staging, wait, labels) => r,
+        signal = ctx.cancel.cancelled() => Err(haul_snapshot::SnapshotError::Interrupted { signal }),
+    }?;
+    emit(ctx.json, &r, |w| {
+        let s = &r.stats;
+        writeln!(w, "snapshot {} committed from its shards", r.snapshot)?;
+        writeln!(
+            w,
+            "parent:    {}",
+            r.parent
+                .map_or("none (full backup)".into(), |p| p.to_string())
+        )?;
+        writeln!(w, "objects:   {} ({})", s.objects, bytes(s.bytes))?;
+        writeln!(
+            w,
+            "read:      {} objects ({}); uploaded {} chunks ({})",
+            s.objects_read,
+            bytes(s.bytes_read),
+            s.chunks_uploaded,
+            bytes(s.bytes_uploaded)
+        )?;
+        Ok(())
+    });
+    Ok(Outcome::Done)
+}
+
+/// The coordinator's shards (`--shards N`), if asked for.
+fn sharded_pass(ctx: &Context, a: &BackupArgs<'_>) -> Result<Option<shards::ShardedPass>> {
+    let Some(n) = a.shards.shards else {
+        return Ok(None);
+    };
+    let wait = a
+        .shards
+        .wait
+        .as_deref()
+        .map(|w| parse_duration(w).map_err(|e| CliError::Usage(format!("--wait: {e}"))))
+        .transpose()?;
+    let source = a.source.ok_or_else(|| {
+        CliError::Usage("--shards needs the bucket: --source URL (or [cluster] source)".into())
+    })?;
+    let executor = match a.shards.executor.as_deref().unwrap_or("local") {
+        "local" => {
+            let program = std::env::current_exe().map_err(|e| {
+                CliError::Usage(format!("cannot find this haul binary to start shards: {e}"))
+            })?;
+            let mut global = ctx.limit_args();
+            if let Some(c) = &ctx.config_path {
+                global.push(format!("--config={}", c.display()));
+            }
+            shards::Executor::Local {
+                program,
+                global,
+                backup_args: vec![
+                    format!("--repo={}", a.repo_url),
+                    format!("--source={source}"),
+                ],
+            }
+        }
+        other => {
+            return Err(CliError::Usage(format!(
+                "--executor {other:?}: expected local or kubernetes"
+            )));
+        }
+    };
+    // Local shards exit when done: their records are there or they failed.
+    let wait = wait.unwrap_or(Duration::from_secs(10));
+    Ok(Some(shards::ShardedPass::new(n, executor, wait)))
+}
+
 pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
+    if let Some(id) = a.shards.commit.clone() {
+        return commit(ctx, &a, &id).await;
+    }
+    if let Some(spec) = a.shards.shard.clone() {
+        return shard(ctx, &a, &spec).await;
+    }
+    let sharded = sharded_pass(ctx, &a)?;
     let labels = parse_labels(a.labels)?;
     let databases =
         a.db.iter()
@@ -137,6 +303,7 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
         max_downtime: a.cluster.max_downtime,
         max_rounds: a.cluster.precopy_rounds,
         helm_values,
+        shards: sharded.as_ref(),
     };
 
     if a.dry_run {

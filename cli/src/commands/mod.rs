@@ -14,7 +14,7 @@ use haul_snapshot::SnapshotError;
 use haul_snapshot::pause::{DEFAULT_PAUSE_TIMEOUT, PauseStep, Processes};
 use serde::Serialize;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, JobCmd};
 use crate::config::{merge_databases, parse_duration};
 use crate::context::{Context, pause_spec};
 use crate::error::{CliError, Outcome, Result};
@@ -106,6 +106,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             dry_run,
             label,
             cluster,
+            shards,
         } => {
             let file = &ctx.file.cluster;
             let repo_url = ctx.repo_url(&repo, false)?;
@@ -125,6 +126,7 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 dry_run,
                 labels: &labels,
                 cluster: backup_cmd::ClusterChoice::merge(cluster, file)?,
+                shards,
             };
             backup_cmd::backup(&ctx, args).await
         }
@@ -200,7 +202,85 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             )
             .await
         }
+        Command::Job { what } => job(&ctx, what),
     }
+}
+
+/// `haul job backup|restore`: the manifests of a sharded run, printed.
+fn job(ctx: &Context, what: JobCmd) -> Result<Outcome> {
+    use crate::job::{JobKind, JobSpec};
+    if ctx.config_path.is_none() {
+        return Err(CliError::Usage(
+            "haul job needs the config file the pods will read: -c FILE (its [cluster] or \
+             [restore] section names the repository and the bucket)"
+                .into(),
+        ));
+    }
+    let (kind, a) = match what {
+        JobCmd::Backup { job } => {
+            let c = &ctx.file.cluster;
+            if c.repo.is_none() || c.source.is_none() {
+                return Err(CliError::Usage(
+                    "haul job backup: the config's [cluster] section must name repo and source"
+                        .into(),
+                ));
+            }
+            let staging = match &job.staging {
+                Some(id) => id
+                    .parse::<haul_manifest::SnapshotId>()
+                    .map_err(|_| {
+                        CliError::Usage(format!("--staging {id:?}: expected 16 hex digits"))
+                    })?
+                    .to_string(),
+                None => haul_mover::new_snapshot_id()?.to_string(),
+            };
+            (JobKind::Backup { staging }, job)
+        }
+        JobCmd::Restore { snapshot, job } => {
+            let r = &ctx.file.restore;
+            if r.to.is_none() || (r.repo.is_none() && ctx.file.cluster.repo.is_none()) {
+                return Err(CliError::Usage(
+                    "haul job restore: the config's [restore] section must name `to` (and a repo, \
+                     there or in [cluster])"
+                        .into(),
+                ));
+            }
+            let run = haul_mover::new_snapshot_id()?.to_string();
+            (JobKind::Restore { snapshot, run }, job)
+        }
+    };
+    let spec = JobSpec {
+        kind,
+        shards: a.shards,
+        image: a
+            .image
+            .unwrap_or_else(|| format!("haul:{}", env!("CARGO_PKG_VERSION"))),
+        namespace: a.namespace,
+        config_secret: a.config_secret,
+        env_secret: a.env_secret,
+        extra_args: ctx.limit_args(),
+        limits: ctx.limits.clone(),
+    };
+    #[derive(Serialize)]
+    struct Manifests {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        staging: Option<String>,
+        job: String,
+        manifests: Vec<serde_json::Value>,
+    }
+    let staging = match &spec.kind {
+        JobKind::Backup { staging } => Some(staging.clone()),
+        JobKind::Restore { .. } => None,
+    };
+    let mut manifests = vec![spec.indexed_job()];
+    manifests.extend(spec.commit_job());
+    let out = Manifests {
+        staging,
+        job: spec.name(),
+        manifests,
+    };
+    emit(ctx.json, &out, |w| write!(w, "{}", spec.yaml()));
+    Ok(Outcome::Done)
 }
 
 /// `haul init`'s settings for the repository's chunks, as typed.

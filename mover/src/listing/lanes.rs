@@ -60,6 +60,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use haul_manifest::SegmentRef;
 use haul_manifest::diff::key_order;
+use haul_manifest::shard::KeySplit;
 use tokio::sync::mpsc;
 
 use super::Listed;
@@ -177,6 +178,47 @@ impl Cuts {
             .map(String::from)
             .collect();
         Self { dir, bounds }
+    }
+
+    /// Cuts a store is sharded by: as [`Cuts::from_hints`] from `keys`
+    /// (spread through the store, `objects` in all), with hash names cut
+    /// into ranges for at least `min_keys` keys, and other names also at
+    /// every letter and digit, so that there are places to split.
+    fn for_shards(keys: &[&str], objects: u64, min_keys: u64) -> Self {
+        let dir = common_dir(keys);
+        let stems: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| Some(stem(k.strip_prefix(dir.as_str())?)))
+            .collect();
+        if let Some(case) = Hex::of(stems.iter().copied()) {
+            return Self::hash_space(dir, case, objects.max(min_keys));
+        }
+        let mut bounds: Vec<String> = stems
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| (*s).to_owned())
+            .chain(
+                ('1'..='9')
+                    .chain('A'..='Z')
+                    .chain('a'..='z')
+                    .map(String::from),
+            )
+            .collect();
+        bounds.sort_by(|a, b| key_order(a, b));
+        bounds.dedup();
+        Self { dir, bounds }
+    }
+
+    /// Ranges of the cut directory.
+    fn ranges(&self) -> u64 {
+        self.bounds.len() as u64 + 1
+    }
+
+    /// The range of the cut directory a key falls in (0 for keys before
+    /// the directory, the last for keys after it).
+    fn range_of(&self, key: &str) -> usize {
+        self.bounds
+            .partition_point(|b| key_order(key, &format!("{}{b}", self.dir)).is_ge())
     }
 
     /// Bounds spread evenly through the space of hash names, about
@@ -304,6 +346,109 @@ fn lower(c: char) -> char {
             return p;
         }
     }
+}
+
+/// The cut of a key space into `n` shards balanced by bytes, and into
+/// listing ranges within each (see `haul_manifest::shard`): from the
+/// segments of a snapshot of the store (each segment's bytes counted in the
+/// range its first key falls in), or, for a store never listed, from its
+/// first page (ranges of equal weight). Hash names are cut evenly through
+/// their space into at least four ranges per shard; other names at the
+/// segments' stems and at every letter and digit.
+pub(crate) async fn shard_split(
+    loc: &Location,
+    segments: Option<&[SegmentRef]>,
+    n: u32,
+) -> Result<(KeySplit, Vec<u64>)> {
+    let min_keys = u64::from(n) * 4 * RANGE_KEYS;
+    let cuts = match segments.filter(|s| !s.is_empty()) {
+        Some(segs) => {
+            let hints = SplitHints::from_segments(segs);
+            let keys: Vec<&str> = hints.0.iter().map(|(k, _)| k.as_str()).collect();
+            Cuts::for_shards(&keys, hints.0.iter().map(|(_, n)| n).sum(), min_keys)
+        }
+        None => {
+            let page: Vec<Listed> = super::resumable(loc, "", None)
+                .take(FIRST_PAGE)
+                .try_collect()
+                .await?;
+            let keys: Vec<&str> = page.iter().map(|l| l.key.as_str()).collect();
+            let objects = Cuts::from_page(&keys).ranges() * RANGE_KEYS;
+            Cuts::for_shards(&keys, objects, min_keys)
+        }
+    };
+    // Weights of the ranges of the cut directory: bytes from the segments,
+    // else one each.
+    let ranges = cuts.bounds.len() + 1;
+    let mut weight = vec![0u64; ranges];
+    match segments.filter(|s| !s.is_empty()) {
+        Some(segs) => {
+            for s in segs {
+                weight[cuts.range_of(&s.first)] += s.bytes.max(1);
+            }
+        }
+        None => weight.iter_mut().for_each(|w| *w = 1),
+    }
+    let total: u64 = weight.iter().sum();
+    // Shard j starts at the first range where the bytes before it reach j/n
+    // of the whole (never at range 0: shard 0 holds it).
+    let mut splits = Vec::new();
+    let (mut before, mut r) = (0u64, 0usize);
+    for j in 1..u64::from(n) {
+        while r < ranges - 1 && (r == 0 || before * u64::from(n) < j * total) {
+            before += weight[r];
+            r += 1;
+        }
+        splits.push(r.max(1));
+    }
+    let mut expected = vec![0u64; n as usize];
+    if segments.is_some_and(|s| !s.is_empty()) {
+        for (i, w) in weight.iter().enumerate() {
+            let shard = splits.iter().take_while(|&&s| i >= s).count();
+            expected[shard] += w;
+        }
+    }
+    let split = KeySplit {
+        splits: splits
+            .into_iter()
+            .map(|r| cuts.bounds.get(r - 1).cloned().unwrap_or_default())
+            .collect(),
+        dir: cuts.dir,
+        bounds: cuts.bounds,
+    };
+    if split.bounds.is_empty() && n > 1 {
+        return Err(MoverError::Object {
+            key: loc.url.to_string(),
+            reason: "found no place to cut the key space into shards".into(),
+        });
+    }
+    Ok((split, expected))
+}
+
+/// The pieces of shard `k`'s listing: the ranges of the split's cut
+/// directory that start in the shard, and, for the first and last shard,
+/// the names before and after that directory.
+pub(super) fn shard_parts(split: &KeySplit, k: u32) -> Vec<Part> {
+    let cuts = Cuts {
+        dir: split.dir.clone(),
+        bounds: split.bounds.clone(),
+    };
+    let last = split.shards() - 1;
+    cuts.parts()
+        .into_iter()
+        .filter(|p| match p {
+            Part::Range { dir, from, .. } if *dir == split.dir => match from {
+                None => k == 0,
+                Some(f) => split.shard_of(&format!("{dir}{f}")) == k,
+            },
+            // Before the cut directory, or after it: the first shard's or
+            // the last's (see `Cuts::parts`: on the way down, a range ends
+            // at the next level's name; after it, ranges start after it).
+            Part::Range { from: None, .. } | Part::Name { .. } => k == 0,
+            Part::Range { from: Some(_), .. } | Part::Siblings { .. } => k == last,
+            Part::Listed(_) => k == 0,
+        })
+        .collect()
 }
 
 /// One piece of a listing. Pieces are disjoint and in path order. `dir` is
@@ -728,6 +873,27 @@ mod tests {
         assert_eq!(words.dir, "photos/");
         assert_eq!(words.bounds.len(), 61);
         assert!(words.bounds.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn shards_partition_the_pieces_in_order() {
+        let bounds: Vec<String> = ["1", "2", "3", "4", "5"].map(String::from).to_vec();
+        let split = KeySplit {
+            dir: "a/chunk/".into(),
+            bounds: bounds.clone(),
+            // Shard 1 is empty: shards 1 and 2 start at one bound.
+            splits: ["2", "2", "4"].map(String::from).to_vec(),
+        };
+        assert!(split.check().is_ok());
+        let all = Cuts {
+            dir: split.dir.clone(),
+            bounds,
+        }
+        .parts();
+        let by_shard: Vec<Vec<Part>> = (0..4).map(|k| shard_parts(&split, k)).collect();
+        assert!(by_shard[1].is_empty());
+        let joined: Vec<Part> = by_shard.into_iter().flatten().collect();
+        assert_eq!(format!("{joined:?}"), format!("{all:?}"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use haul_pg::gate::GateWait;
 
 pub use preview::preview;
 pub use report::{BackupPreview, BackupReport, BackupRequest};
+pub(crate) use stages::{parent_of, tool_version};
 
 use crate::cancel::Cancel;
 use crate::error::{Result, SnapshotError};
@@ -56,13 +57,18 @@ pub async fn run(
         events.as_ref(),
     )
     .await?;
-    if let Some(spec) = &req.pause {
-        return two_phase::run(req, spec, runner, cancel, events).await;
+    let report = match &req.pause {
+        Some(spec) => two_phase::run(req, spec, runner, cancel, events).await,
+        None => tokio::select! {
+            r = plain(req) => r,
+            signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
+        },
+    };
+    // A sharded backup's passes are committed (or failed): their records go.
+    if let Some(sh) = req.shards {
+        sh.clean_up(req.repo).await;
     }
-    tokio::select! {
-        r = plain(req) => r,
-        signal = cancel.cancelled() => Err(SnapshotError::Interrupted { signal }),
-    }
+    report
 }
 
 /// A backup without a pause: one pass over the bucket, the dumps beside it.
@@ -84,7 +90,12 @@ async fn plain(req: &BackupRequest<'_>) -> Result<BackupReport> {
         GateWait::open(),
     );
     let (pass, dumped) = futures::try_join!(
-        stages::bucket_pass(req, parent_bucket.as_ref(), PhaseKind::Copy),
+        stages::bucket_pass(
+            req,
+            parent_bucket.as_ref(),
+            staged.parent.as_ref(),
+            PhaseKind::Copy
+        ),
         dumps
     )?;
     let mut phases = staged.phases.clone();

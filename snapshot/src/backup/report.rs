@@ -36,6 +36,8 @@ pub struct BackupRequest<'a> {
     pub max_rounds: u32,
     /// A Helm values file to keep with the snapshot.
     pub helm_values: Option<Bytes>,
+    /// Copy the bucket with shards (`--shards N`) instead of in this process.
+    pub shards: Option<&'a crate::shards::ShardedPass>,
 }
 
 /// The result of a committed backup, as `haul backup --json` prints it.

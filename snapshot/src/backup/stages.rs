@@ -128,11 +128,26 @@ pub(crate) struct Pass {
     pub phase: Option<Phase>,
 }
 
+/// Copies what changed in `source` against `base`: in this process, or
+/// by the shards of `req.shards` (`parent` is the snapshot `base` may be).
+pub(crate) async fn copy(
+    req: &BackupRequest<'_>,
+    source: &Location,
+    base: Option<&BucketRecord>,
+    parent: Option<&Snapshot>,
+) -> Result<bucket::BucketBackup> {
+    match req.shards {
+        Some(sh) => sh.pass(req.repo, source, base, parent).await,
+        None => Ok(bucket::backup(req.repo, source, base).await?),
+    }
+}
+
 /// Lists the source and copies what changed against `base` (nothing without
 /// a source). The pass is the phase `kind`.
 pub(crate) async fn bucket_pass(
     req: &BackupRequest<'_>,
     base: Option<&BucketRecord>,
+    parent: Option<&Snapshot>,
     kind: PhaseKind,
 ) -> Result<Pass> {
     let Some(source) = req.source else {
@@ -143,7 +158,7 @@ pub(crate) async fn bucket_pass(
         });
     };
     let t = Instant::now();
-    let done = bucket::backup(req.repo, source, base).await?;
+    let done = copy(req, source, base, parent).await?;
     let phase = Phase {
         objects: done.stats.objects_read,
         bytes: done.stats.bytes_read,
@@ -281,6 +296,6 @@ pub(crate) async fn record_run(repo: &Repository, report: &BackupReport, started
 }
 
 /// `haul 0.1.0`: recorded in every snapshot.
-fn tool_version() -> String {
+pub(crate) fn tool_version() -> String {
     format!("haul {}", env!("CARGO_PKG_VERSION"))
 }

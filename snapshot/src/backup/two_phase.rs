@@ -16,7 +16,6 @@
 use std::sync::Arc;
 
 use haul_manifest::{BucketRecord, Phase, PhaseKind};
-use haul_mover::bucket_backup as bucket;
 use haul_pg::gate::Gate;
 use tokio::time::Instant;
 
@@ -68,7 +67,7 @@ async fn live(
         failpoint::hit("precopy").await?;
         let k = rounds.len() as u32 + 1;
         let t = Instant::now();
-        let done = bucket::backup(req.repo, source, base.as_ref()).await?;
+        let done = stages::copy(req, source, base.as_ref(), staged.parent.as_ref()).await?;
         let seconds = t.elapsed().as_secs_f64();
         let s = &done.stats;
         model.observe(s.objects, s.bytes_read, seconds);
@@ -186,7 +185,13 @@ pub(crate) async fn run(
                 stages::dump_all(repo, exported, globals, limits, t_export, gate_wait).await
             }
         });
-        let pass = stages::bucket_pass(req, base.as_ref(), PhaseKind::FinalCopy).await?;
+        let pass = stages::bucket_pass(
+            req,
+            base.as_ref(),
+            staged.parent.as_ref(),
+            PhaseKind::FinalCopy,
+        )
+        .await?;
         paused_phases.extend(pass.phase.clone().map(Phase::while_paused));
         Ok::<_, SnapshotError>((pass, dumps, pause_s))
     };
