@@ -281,3 +281,84 @@ async fn a_missing_or_failed_shard_commits_nothing() {
         "the failed pass's records are removed"
     );
 }
+
+/// Three restore shards (as the pods of `haul job restore` run them)
+/// together restore the whole bucket byte-exact, each deleting only the
+/// extraneous objects of its own range; their three target records, put
+/// together, tell the next whole restore what the target holds, so it
+/// reads nothing to find every object unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_shards_together_restore_the_whole_bucket() {
+    let data = dataset();
+    let Some(rig) = Rig::new(&data).await else {
+        return;
+    };
+    rig.backup("sharded", &["--shards", "2"]);
+    let dst_bucket = rig.s3.bucket("shards-rst");
+    let dst = rig.s3.store(&dst_bucket);
+    // Extraneous objects at both ends of the key space, and a wrong one.
+    for k in ["r/!first", "r/chunk/0000extra", "r/zzzz-last"] {
+        put(&*dst, k, b"extra".to_vec()).await;
+    }
+    put(&*dst, "r/a b", b"wrong".to_vec()).await;
+    let target = format!("s3://{dst_bucket}/r");
+    let repo = rig.repo("sharded");
+    let mut copied = 0;
+    let mut deleted = 0;
+    for k in 0..3 {
+        let r = rig
+            .haul()
+            .env("JOB_COMPLETION_INDEX", &k.to_string())
+            .run([
+                "--json",
+                "restore",
+                "latest",
+                "--repo",
+                &repo,
+                "--to",
+                &target,
+                "--delete-extraneous",
+                "--shard",
+                "auto/3",
+            ])
+            .ok()
+            .json();
+        assert_eq!(r["shard"]["shard"].as_u64(), Some(k), "{r}");
+        copied += r["objects_copied"].as_u64().expect("copied");
+        deleted += r["objects_deleted"].as_u64().expect("deleted");
+    }
+    assert_eq!(
+        copied,
+        data.len() as u64,
+        "each object restored by one shard"
+    );
+    assert_eq!(deleted, 3);
+    let src = rig.s3.store(&rig.src_bucket);
+    assert_eq!(contents(&*dst, "r").await, contents(&*src, "data").await);
+
+    let plan = rig
+        .haul()
+        .run([
+            "--json",
+            "restore",
+            "latest",
+            "--dry-run",
+            "--repo",
+            &repo,
+            "--to",
+            &target,
+        ])
+        .ok()
+        .json();
+    let plan = plan.get("plan").unwrap_or(&plan);
+    assert_eq!(
+        plan["objects_unchanged"].as_u64(),
+        Some(data.len() as u64),
+        "{plan}"
+    );
+    assert_eq!(
+        plan["objects_checked"].as_u64(),
+        Some(0),
+        "the shards' records were used: {plan}"
+    );
+}

@@ -481,6 +481,14 @@ HAUL_PG_BIN (a directory) if set, else the newest found on PATH or in
         /// resumed, instead of keeping them until the next refresh.
         #[arg(long)]
         drop_previous: bool,
+        /// Restore only shard K of N of the bucket (K counts from 0; auto/N
+        /// reads JOB_COMPLETION_INDEX, as in the pods of `haul job
+        /// restore`): one range of keys, cut from the snapshot's manifest
+        /// (balanced by bytes) alike by every shard, so N of them together
+        /// restore the whole bucket. The bucket only: databases, roles, Helm
+        /// values and --pause are the business of a restore without --shard.
+        #[arg(long, value_name = "K/N", conflicts_with_all = ["pause", "db", "db_globals", "helm_values_out"])]
+        shard: Option<String>,
     },
 
     /// Resume a cluster that a killed backup or refresh left paused.

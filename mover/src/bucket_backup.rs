@@ -78,7 +78,7 @@ pub struct Shard<'a> {
 
 impl Shard<'_> {
     /// The segments of a manifest that may hold keys of this shard.
-    fn segments(&self, segments: &[SegmentRef]) -> Vec<SegmentRef> {
+    pub(crate) fn segments(&self, segments: &[SegmentRef]) -> Vec<SegmentRef> {
         let (from, to) = self.split.range(self.index);
         segments
             .iter()

@@ -26,12 +26,14 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
 use haul_manifest::diff::{Joined, Keyed};
+use haul_manifest::shard::KeySplit;
 use haul_manifest::{
     ChunkId, ObjectEntry, SegmentRef, Snapshot, SnapshotId, TARGETS_DIR, TargetState,
 };
 use object_store::{ObjectStoreExt, PutPayload, PutResult};
 use serde::Serialize;
 
+use crate::bucket_backup::Shard;
 use crate::listing::{self, Listed, SplitHints};
 use crate::location::Addr;
 use crate::multipart::MultipartGuard;
@@ -128,10 +130,86 @@ enum Decision {
     Extraneous(Listed),
 }
 
+/// The name (under `targets/`) of a target's state: a hash of its URL.
+fn state_name(target: &Location) -> String {
+    let h = blake3::hash(target.url.to_string().as_bytes());
+    h.to_hex()[..32].to_owned()
+}
+
 /// Where the state of a target lives in the repository.
 fn state_path(target: &Location) -> String {
-    let h = blake3::hash(target.url.to_string().as_bytes());
-    format!("{TARGETS_DIR}/{}.json", &h.to_hex()[..32])
+    format!("{TARGETS_DIR}/{}.json", state_name(target))
+}
+
+/// Where shard `k` of `n` records its range of a target's state.
+fn shard_state_path(target: &Location, k: u32, n: u32) -> String {
+    format!("{TARGETS_DIR}/{}-shard-{k}-of-{n}.json", state_name(target))
+}
+
+/// What haul knows the target holds: the state the last restore into it
+/// wrote. A restore by shards writes one state per shard (its range); the
+/// newest knowledge wins: for shard `k`, its own range's state or the whole
+/// one; for a whole restore, the whole state or a complete set of shard
+/// states, concatenated. Only a hint: every entry is checked against the
+/// target's listing before it is trusted.
+async fn read_state(
+    repo: &Repository,
+    target: &Location,
+    shard: Option<(&KeySplit, u32)>,
+) -> Result<Option<TargetState>> {
+    let url = target.url.to_string();
+    let whole: Option<TargetState> = repo.read_json(&state_path(target)).await?;
+    let whole = whole.filter(|s| s.url == url);
+    let newer = |a: Option<TargetState>, b: Option<TargetState>| match (a, b) {
+        (Some(a), Some(b)) => Some(if b.time > a.time { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    if let Some((split, k)) = shard {
+        let own: Option<TargetState> = repo
+            .read_json(&shard_state_path(target, k, split.shards()))
+            .await?;
+        return Ok(newer(whole, own.filter(|s| s.url == url)));
+    }
+    // A complete set of shard states newer than the whole one?
+    let prefix = format!("{}-shard-", state_name(target));
+    let mut sets: HashMap<u32, Vec<(u32, String)>> = HashMap::new();
+    for name in repo
+        .json_names(TARGETS_DIR, "list restore targets of")
+        .await?
+    {
+        if let Some((k, n)) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.split_once("-of-"))
+            .and_then(|(k, n)| Some((k.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
+        {
+            sets.entry(n).or_default().push((k, name));
+        }
+    }
+    let mut best = whole;
+    for (n, mut names) in sets {
+        if names.len() != n as usize {
+            continue;
+        }
+        names.sort();
+        let mut parts = Vec::new();
+        for (_, name) in &names {
+            let st: Option<TargetState> = repo
+                .read_json(&format!("{TARGETS_DIR}/{name}.json"))
+                .await?;
+            parts.extend(st.filter(|s| s.url == url));
+        }
+        let oldest = parts.iter().map(|p| p.time).min();
+        if parts.len() != n as usize || best.as_ref().is_some_and(|b| Some(b.time) >= oldest) {
+            continue;
+        }
+        best = Some(TargetState {
+            url: url.clone(),
+            snapshot: parts[0].snapshot,
+            time: oldest.unwrap_or_else(Utc::now),
+            segments: parts.into_iter().flat_map(|p| p.segments).collect(),
+        });
+    }
+    Ok(best)
 }
 
 /// Restorer of one snapshot's objects into one target.
@@ -145,6 +223,8 @@ pub struct Restore<'a> {
     /// read, its hash). A later pass (the paused one of a refresh) trusts
     /// it only for the same listing: an object rewritten since is read again.
     checked: Mutex<HashMap<String, (Listed, ChunkId)>>,
+    /// Only this shard's keys (see `haul_manifest::shard`).
+    shard: Option<(KeySplit, u32)>,
 }
 
 impl<'a> Restore<'a> {
@@ -153,6 +233,18 @@ impl<'a> Restore<'a> {
         snapshot: &'a Snapshot,
         target: Location,
     ) -> Result<Self> {
+        Self::new_shard(repo, snapshot, target, None).await
+    }
+
+    /// A restorer of shard `k` of `split` only: the keys of the snapshot
+    /// and of the target in its range (the target is listed in that range
+    /// only); extraneous objects are those of its range.
+    pub async fn new_shard(
+        repo: &'a Repository,
+        snapshot: &'a Snapshot,
+        target: Location,
+        shard: Option<(KeySplit, u32)>,
+    ) -> Result<Self> {
         if target.url.overlaps(&repo.loc.url) {
             return Err(MoverError::Overlap {
                 repo: repo.url(),
@@ -160,20 +252,38 @@ impl<'a> Restore<'a> {
             });
         }
         listing::probe(&target).await?;
-        let state: Option<TargetState> = repo.read_json(&state_path(&target)).await?;
-        let state = state.filter(|s| s.url == target.url.to_string());
+        let state = read_state(repo, &target, shard.as_ref().map(|(s, k)| (s, *k))).await?;
         Ok(Self {
             repo,
             snapshot,
             target,
             state,
             checked: Mutex::new(HashMap::new()),
+            shard,
         })
+    }
+
+    /// Entries of `segments` (of this shard only, with one).
+    fn range_entries(
+        &self,
+        segments: &[SegmentRef],
+    ) -> futures::stream::BoxStream<'a, Result<ObjectEntry>> {
+        match &self.shard {
+            None => self.repo.entries(segments.to_vec()),
+            Some((split, k)) => {
+                let sh = Shard { split, index: *k };
+                let (split, k) = (split.clone(), *k);
+                self.repo
+                    .entries(sh.segments(segments))
+                    .try_filter(move |e| futures::future::ready(split.contains(k, &e.key)))
+                    .boxed()
+            }
+        }
     }
 
     fn entries(&self) -> futures::stream::BoxStream<'a, Result<ObjectEntry>> {
         match &self.snapshot.bucket {
-            Some(b) => self.repo.entries(b.segments.clone()),
+            Some(b) => self.range_entries(&b.segments),
             None => stream::empty().boxed(),
         }
     }
@@ -181,7 +291,7 @@ impl<'a> Restore<'a> {
     /// The target listing joined with what haul knows of the target's content.
     fn target_objects(&self) -> futures::stream::BoxStream<'a, Result<TargetObject>> {
         let state_entries = match &self.state {
-            Some(s) => self.repo.entries(s.segments.clone()),
+            Some(s) => self.range_entries(&s.segments),
             None => stream::empty().boxed(),
         };
         // The snapshot's segments cut the target's listing: a target being
@@ -191,7 +301,11 @@ impl<'a> Restore<'a> {
             .bucket
             .as_ref()
             .map_or_else(SplitHints::none, |b| SplitHints::from_segments(&b.segments));
-        let target = listing::in_lanes(&self.target, self.repo.engine.limits.lanes(), hints);
+        let lanes = self.repo.engine.limits.lanes();
+        let target = match &self.shard {
+            None => listing::in_lanes(&self.target, lanes, hints),
+            Some((split, k)) => listing::shard(&self.target, lanes, split, *k),
+        };
         merge::join(target, state_entries)
             .try_filter_map(|j| {
                 futures::future::ready(Ok(match j {
@@ -620,9 +734,11 @@ impl<'a> Restore<'a> {
             time: Utc::now(),
             segments,
         };
-        self.repo
-            .write_json(&state_path(&self.target), &state)
-            .await
+        let path = match &self.shard {
+            None => state_path(&self.target),
+            Some((split, k)) => shard_state_path(&self.target, *k, split.shards()),
+        };
+        self.repo.write_json(&path, &state).await
     }
 }
 

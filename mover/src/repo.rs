@@ -835,7 +835,7 @@ impl Repository {
 
     /// Names of the `.json` files in a folder of the repository, without
     /// the suffix. `op` names the listing in errors ("list snapshots of").
-    async fn json_names(&self, dir: &str, op: &'static str) -> Result<Vec<String>> {
+    pub(crate) async fn json_names(&self, dir: &str, op: &'static str) -> Result<Vec<String>> {
         let listed: Vec<_> = crate::listing::resumable(&self.loc, dir, None)
             .try_collect()
             .await

@@ -27,6 +27,20 @@ pub struct RestoreRequest {
     pub globals: Option<PgConn>,
     pub db_options: DbRestoreOptions,
     pub db_limits: DbLimits,
+    /// Restore only shard K of N of the bucket (see `haul_manifest::shard`):
+    /// its range of keys, cut from the snapshot's manifest alike by every
+    /// shard.
+    pub shard: Option<(u32, u32)>,
+}
+
+/// The range a restore shard covers, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreShard {
+    pub shard: u32,
+    pub shards: u32,
+    /// Keys at or above `from`, below `to` (none: unbounded).
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 /// The bucket part of a restore.
@@ -49,6 +63,8 @@ pub struct RestoreJob<'a> {
     db_options: DbRestoreOptions,
     db_limits: DbLimits,
     plan_seconds: f64,
+    /// The range, for a restore shard.
+    pub shard: Option<RestoreShard>,
 }
 
 /// The result of a restore, as `haul restore --json` prints it.
@@ -66,6 +82,9 @@ pub struct RestoreReport {
     pub globals: Option<GlobalsRestoreReport>,
     pub duration_s: f64,
     pub phases: Vec<Phase>,
+    /// The range restored, for a restore shard (`--shard K/N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<RestoreShard>,
 }
 
 impl RestoreReport {
@@ -96,14 +115,31 @@ impl<'a> RestoreJob<'a> {
             Some(c) => Some(globals::plan_restore(c).await?),
             None => None,
         };
+        let mut shard = None;
         let (bucket, plan) = match req.target {
             Some((target, url)) => {
-                if snapshot.bucket.is_none() {
+                let Some(b) = &snapshot.bucket else {
                     return Err(SnapshotError::NoBucket {
                         id: snapshot.id.to_string(),
                     });
-                }
-                let restore = Restore::new(repo, snapshot, target).await?;
+                };
+                let range = match req.shard {
+                    None => None,
+                    Some((k, n)) => {
+                        // Every shard cuts the snapshot's manifest alike.
+                        let (split, _) =
+                            haul_mover::listing::shard_split(&target, Some(&b.segments), n).await?;
+                        let (from, to) = split.range(k);
+                        shard = Some(RestoreShard {
+                            shard: k,
+                            shards: n,
+                            from,
+                            to,
+                        });
+                        Some((split, k))
+                    }
+                };
+                let restore = Restore::new_shard(repo, snapshot, target, range).await?;
                 let plan = restore.plan().await?;
                 (Some(BucketJob { restore, url }), Some(plan))
             }
@@ -119,6 +155,7 @@ impl<'a> RestoreJob<'a> {
             db_options: req.db_options,
             db_limits: req.db_limits,
             plan_seconds: t0.elapsed().as_secs_f64(),
+            shard,
         })
     }
 
@@ -265,6 +302,7 @@ impl<'a> RestoreJob<'a> {
             globals,
             duration_s,
             phases,
+            shard: self.shard.clone(),
         };
         runs::record(
             self.repo,

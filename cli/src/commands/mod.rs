@@ -149,8 +149,15 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
             namespace,
             pause_timeout,
             drop_previous,
+            shard,
         } => {
             let file = &ctx.file.restore;
+            let shard = shard
+                .map(|s| {
+                    let index = std::env::var("JOB_COMPLETION_INDEX").ok();
+                    haul_manifest::shard::parse_shard(&s, index.as_deref()).map_err(CliError::Usage)
+                })
+                .transpose()?;
             let pause = pause_spec(
                 pause.or(file.pause.clone()),
                 context.or(file.context.clone()),
@@ -159,20 +166,30 @@ pub async fn run(cli: Cli, ctx: Context) -> Result<Outcome> {
                 "restore (a refresh)",
             )?;
             let repo_url = ctx.repo_url(&repo, true)?;
-            let db = merge_databases(&file.databases, &db);
+            // A shard restores its range of the bucket, and only that.
+            let (db, db_globals, helm_values_out, pause) = match shard {
+                Some(_) => (Vec::new(), None, None, None),
+                None => (
+                    merge_databases(&file.databases, &db),
+                    db_globals.or(file.db_globals.clone()),
+                    helm_values_out.or(file.helm_values_out.clone()),
+                    pause,
+                ),
+            };
             let args = restore_cmd::RestoreArgs {
                 spec: &snapshot,
                 repo_url: &repo_url,
                 to: to.as_deref().or(file.to.as_deref()),
                 db: &db,
-                db_globals: db_globals.as_deref().or(file.db_globals.as_deref()),
+                db_globals: db_globals.as_deref(),
                 clean: clean || file.clean,
                 no_owner: no_owner || file.no_owner,
                 delete_extraneous: delete_extraneous || file.delete_extraneous,
                 dry_run,
-                helm_values_out: helm_values_out.or(file.helm_values_out.clone()),
+                helm_values_out,
                 pause,
                 drop_previous: drop_previous || file.drop_previous,
+                shard,
             };
             Box::pin(restore_cmd::restore(&ctx, args)).await
         }

@@ -34,6 +34,8 @@ pub struct RestoreArgs<'a> {
     /// Refresh a running cluster, paused this way.
     pub pause: Option<PauseSpec>,
     pub drop_previous: bool,
+    /// Restore only shard K of N of the bucket.
+    pub shard: Option<(u32, u32)>,
 }
 
 /// The whole plan, as `--dry-run --json` prints it: the same shape as a
@@ -241,6 +243,11 @@ fn db_plan_text(w: &mut dyn Write, d: &DbPlan) -> std::io::Result<()> {
 }
 
 pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
+    if a.shard.is_some() && a.to.is_none() {
+        return Err(CliError::Usage(
+            "--shard restores a range of the bucket: give --to URL (or [restore] to)".into(),
+        ));
+    }
     if a.to.is_none() && a.db.is_empty() && a.db_globals.is_none() {
         return Err(CliError::Usage(
             "nothing to restore: give --to URL (a bucket) and/or --db NAME=URL (a database)".into(),
@@ -304,6 +311,7 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
             no_owner: a.no_owner,
         },
         db_limits: DbLimits::default(),
+        shard: a.shard,
     };
     let helm = match &a.helm_values_out {
         Some(path) => {
@@ -378,6 +386,16 @@ pub async fn restore(ctx: &Context, a: RestoreArgs<'_>) -> Result<Outcome> {
     };
     emit(ctx.json, &done, |w| {
         writeln!(w, "restored snapshot {} ({:.1}s)", r.snapshot, r.duration_s)?;
+        if let Some(s) = &r.shard {
+            writeln!(
+                w,
+                "shard:       {}/{}, keys from {} to {}",
+                s.shard,
+                s.shards,
+                s.from.as_deref().unwrap_or("the start"),
+                s.to.as_deref().unwrap_or("the end")
+            )?;
+        }
         if let Some(g) = &r.globals {
             writeln!(
                 w,

@@ -650,8 +650,8 @@ impl Repository {
         Ok(())
     }
 
-    /// Stored names of every chunk a snapshot or a restore-target record
-    /// references, with the chunk's id. Any error stops the prune: nothing
+    /// Stored names of every chunk a snapshot, a restore-target record or
+    /// a staged shard's record references, with the chunk's id. Any error stops the prune: nothing
     /// is deleted on a partial view.
     async fn referenced(&self, snaps: &[Snapshot]) -> Result<HashMap<ChunkId, ChunkId>> {
         let mut ids = Names {
@@ -677,6 +677,17 @@ impl Repository {
         }
         for t in self.target_states().await? {
             ids.extend(t.segments.iter().map(|s| s.id));
+        }
+        // Shards of a backup not committed yet (running, or failed and to
+        // be re-run): what they stored is kept as if committed.
+        for staging in self.staging_ids().await? {
+            for r in self.shard_records(staging).await? {
+                ids.extend(r.segments.iter().map(|s| s.id));
+                let mut entries = self.entries(r.segments.clone());
+                while let Some(e) = entries.try_next().await? {
+                    ids.extend(e.chunk_ids().iter().copied());
+                }
+            }
         }
         Ok(ids.map)
     }
