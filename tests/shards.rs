@@ -362,3 +362,91 @@ async fn restore_shards_together_restore_the_whole_bucket() {
         "the shards' records were used: {plan}"
     );
 }
+
+/// `haul job backup|restore` print Kubernetes manifests that validate
+/// against Kubernetes' own schemas (kubernetes-validate, strict, offline):
+/// an Indexed Job of N pods running `--shard auto/N`, and the Job that
+/// commits the staged backup. The Dockerfile they name passes hadolint.
+#[test]
+fn the_job_manifests_validate_against_kubernetes_schemas() {
+    if S3::from_env().is_none() {
+        return;
+    }
+    let tools = std::path::PathBuf::from(std::env::var("HAUL_TOOLS_BIN").expect("HAUL_TOOLS_BIN"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prod.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nrepo = \"s3://backups/pach\"\nsource = \"s3://pach-data\"\n\
+         [restore]\nto = \"s3://pach-restored\"\n",
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let validate = |file: &std::path::Path| {
+        for version in ["1.29.0", "1.37.0"] {
+            let out = std::process::Command::new(tools.join("kubernetes-validate"))
+                .args(["--strict", "--quiet", "-k", version])
+                .arg(file)
+                .output()
+                .expect("run kubernetes-validate");
+            assert!(
+                out.status.success(),
+                "{} does not validate against {version}:\n{}{}",
+                file.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+
+    let backup = Haul::new()
+        .run([
+            "-c",
+            &config,
+            "job",
+            "backup",
+            "--shards",
+            "4",
+            "-n",
+            "backups",
+            "--staging",
+            "00c0ffee00c0ffee",
+        ])
+        .ok();
+    let yaml = dir.path().join("backup.yaml");
+    std::fs::write(&yaml, &backup.stdout).expect("write");
+    validate(&yaml);
+    assert!(backup.stdout.contains("completionMode: \"Indexed\""));
+    assert!(backup.stdout.contains("\"--shard=auto/4\""));
+    assert!(backup.stdout.contains("\"--commit=00c0ffee00c0ffee\""));
+
+    let json = Haul::new()
+        .run([
+            "--json", "-c", &config, "job", "restore", "latest", "--shards", "3",
+        ])
+        .ok()
+        .json();
+    let manifests = json["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 1, "a restore needs no commit: {json}");
+    assert_eq!(manifests[0]["spec"]["completions"], 3);
+    assert_eq!(manifests[0]["spec"]["parallelism"], 3);
+    let file = dir.path().join("restore.json");
+    std::fs::write(&file, serde_json::to_vec(&manifests[0]).expect("json")).expect("write");
+    validate(&file);
+
+    // The pods need the config file: without one, a clear refusal.
+    Haul::new()
+        .run(["job", "backup", "--shards", "2"])
+        .fails_with(1, "haul job needs the config file");
+
+    let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile");
+    let out = std::process::Command::new(tools.join("hadolint"))
+        .arg(dockerfile)
+        .output()
+        .expect("run hadolint");
+    assert!(
+        out.status.success(),
+        "hadolint:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -654,6 +654,12 @@ pub struct ShardArgs {
     /// deleted afterwards [default: local].
     #[arg(long, value_name = "WHERE", requires = "shards")]
     pub executor: Option<String>,
+    /// With --executor kubernetes: the image the shards' pods run (see the
+    /// Dockerfile) [default: haul:VERSION]. The pods read the config from
+    /// the Secret haul-config and credentials from the Secret haul-env, in
+    /// the cluster's --namespace (see `haul job --help`).
+    #[arg(long, value_name = "IMAGE", requires = "shards")]
+    pub image: Option<String>,
     /// Back up only shard K of N of the bucket (K counts from 0; auto/N
     /// reads JOB_COMPLETION_INDEX, as in the pods of an Indexed Job) into
     /// the staged backup --staging, and commit nothing: `haul backup

@@ -389,6 +389,93 @@ pub enum Executor {
         global: Vec<String>,
         backup_args: Vec<String>,
     },
+    /// An Indexed Job: `kubectl apply -f -` of the manifest `job` makes for
+    /// a staging id (its pods run `--shard auto/N`), records awaited in the
+    /// repository, then `kubectl delete job`, whatever happened.
+    Kubernetes {
+        job: JobMaker,
+        context: Option<String>,
+        namespace: Option<String>,
+    },
+}
+
+/// Makes the Indexed Job of a staging id: (its name, its manifest).
+pub struct JobMaker(pub Box<dyn Fn(SnapshotId) -> (String, serde_json::Value) + Send + Sync>);
+
+impl std::fmt::Debug for JobMaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobMaker")
+    }
+}
+
+/// Deletes an applied Job when dropped (done, failed or cancelled), so its
+/// pods never outlive the backup that started them.
+struct AppliedJob {
+    kubectl: Vec<String>,
+    name: String,
+}
+
+impl Drop for AppliedJob {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("kubectl")
+            .args(&self.kubectl)
+            .args([
+                "delete",
+                "job",
+                &self.name,
+                "--ignore-not-found",
+                "--wait=false",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => tracing::warn!(
+                "could not delete Job {}: {}; delete it by hand (kubectl delete job {})",
+                self.name,
+                String::from_utf8_lossy(&o.stderr).trim(),
+                self.name
+            ),
+            Err(e) => tracing::warn!("could not run kubectl to delete Job {}: {e}", self.name),
+        }
+    }
+}
+
+/// `kubectl apply -f -` of `manifest`.
+async fn apply(kubectl: &[String], manifest: &serde_json::Value) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let failed = |why: String| SnapshotError::ShardFailed {
+        shard: 0,
+        shards: 0,
+        status: format!("kubectl apply of the shards' Job failed: {why}"),
+        stderr: String::new(),
+    };
+    let mut child = tokio::process::Command::new("kubectl")
+        .args(kubectl)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(format!("cannot run kubectl: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let json = serde_json::to_vec(manifest).unwrap_or_default();
+        stdin
+            .write_all(&json)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// A backup's bucket passes, each run by `shards` processes: the
@@ -469,8 +556,29 @@ impl ShardedPass {
         )
         .await?;
         self.state().split = Some(plan.split.clone());
-        self.start(staging).await?;
-        let g = gather(repo, staging, self.wait).await?;
+        let g = match &self.executor {
+            Executor::Local { .. } => {
+                self.start(staging).await?;
+                gather(repo, staging, self.wait).await?
+            }
+            Executor::Kubernetes {
+                job,
+                context,
+                namespace,
+            } => {
+                let mut kubectl = Vec::new();
+                if let Some(c) = context {
+                    kubectl.extend(["--context".to_owned(), c.clone()]);
+                }
+                if let Some(n) = namespace {
+                    kubectl.extend(["--namespace".to_owned(), n.clone()]);
+                }
+                let (name, manifest) = (job.0)(staging);
+                apply(&kubectl, &manifest).await?;
+                let _applied = AppliedJob { kubectl, name };
+                gather(repo, staging, self.wait).await?
+            }
+        };
         self.state().last = Some((staging, g.backup.record.clone()));
         Ok(g.backup)
     }
@@ -478,6 +586,7 @@ impl ShardedPass {
     /// Starts the shards of `staging` and, for local ones, waits for them.
     async fn start(&self, staging: SnapshotId) -> Result<()> {
         match &self.executor {
+            Executor::Kubernetes { .. } => Ok(()),
             Executor::Local {
                 program,
                 global,

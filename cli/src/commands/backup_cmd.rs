@@ -235,6 +235,54 @@ fn sharded_pass(ctx: &Context, a: &BackupArgs<'_>) -> Result<Option<shards::Shar
                 ],
             }
         }
+        "kubernetes" => {
+            if ctx.config_path.is_none() {
+                return Err(CliError::Usage(
+                    "--executor kubernetes: the pods read the config file from a Secret, so give \
+                     it here too: -c FILE (see `haul job --help`)"
+                        .into(),
+                ));
+            }
+            let spec = a.cluster.pause.as_ref();
+            let (context, namespace) = (
+                spec.and_then(|p| p.context.clone()),
+                spec.and_then(|p| p.namespace.clone()),
+            );
+            let template = crate::job::JobSpec {
+                kind: crate::job::JobKind::Backup {
+                    staging: String::new(),
+                },
+                shards: n,
+                image: a
+                    .shards
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| format!("haul:{}", env!("CARGO_PKG_VERSION"))),
+                namespace: namespace.clone(),
+                config_secret: "haul-config".into(),
+                env_secret: "haul-env".into(),
+                extra_args: ctx.limit_args(),
+                limits: ctx.limits.clone(),
+            };
+            let job = shards::JobMaker(Box::new(move |staging| {
+                let spec = crate::job::JobSpec {
+                    kind: crate::job::JobKind::Backup {
+                        staging: staging.to_string(),
+                    },
+                    ..template.clone()
+                };
+                (spec.name(), spec.indexed_job())
+            }));
+            return Ok(Some(shards::ShardedPass::new(
+                n,
+                shards::Executor::Kubernetes {
+                    job,
+                    context,
+                    namespace,
+                },
+                wait.unwrap_or(Duration::from_secs(24 * 3600)),
+            )));
+        }
         other => {
             return Err(CliError::Usage(format!(
                 "--executor {other:?}: expected local or kubernetes"
