@@ -29,6 +29,8 @@
 //! | `prune/<time>-<id>.json` | [`prune::PruneMark`]: what a prune found unreferenced and when; a later prune deletes it after the grace period (see [`prune`]). |
 //! | `pruning/<time>-<id>.json` | a prune running now (host, pid, start): a second prune refuses to start beside it; removed at its end, or as stale once its process is gone from this host or 6 hours have passed. |
 //! | `pauses/<run>.json` | [`PauseRecord`]: a cluster a backup paused and what resumes it; written before the first change to the cluster, removed after the resume (see [`pause`]). |
+//! | `staging/<id>/plan.json`, `staging/<id>/shard-<k>.json` | a backup made by shards, before its commit: [`shard::ShardPlan`] (the parent, and where the key space is cut) and one [`shard::ShardRecord`] per shard (its segments); the commit writes `snapshots/<id>.json` from them and removes the folder (see [`shard`]). |
+//! | `targets/<hash>-shard-<k>-of-<n>.json` | [`TargetState`] of one range of a target, written by restore shard `k` of `n`; a complete set stands for the whole target. |
 //!
 //! **Chunks.** A chunk blob is a 14-byte header followed by the payload:
 //! magic `HLCK`, format byte `1`, codec byte (`0` raw, `1` zstd), and the
