@@ -328,6 +328,9 @@ pub enum Command {
   haul backup -c prod.toml
   haul backup -c prod.toml --dry-run     # plan, and the downtime predicted from past runs
 
+  # A bucket too large for one machine: every pass by 16 pods of an Indexed Job (see `haul job`)
+  haul backup -c prod.toml --shards 16 --executor kubernetes --image registry.internal/haul:0.1
+
   # An Enterprise Server (databases only), with the server's roles
   haul backup --repo s3://backups/enterprise --db pachyderm=postgresql://postgres@pg/pachyderm \\
       --db-globals postgresql://postgres@pg/postgres
