@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::cluster_rig::Rig;
 use crate::common::{Haul, Pg, S3, keys, noise, put, snapshot_count};
@@ -1164,4 +1164,215 @@ async fn a_failed_shard_pod_is_named_and_commits_nothing() {
         "{kubectl:#?}"
     );
     assert_eq!(snapshot_count(c.haul(), &c.repo), 0);
+}
+
+/// Pachyderm's three steps to write a chunk object: a row (`uploaded =
+/// false`), the object `chunk/<hex id>.<gen as %016x>`, then `uploaded =
+/// true` (each step only when asked). Returns the key.
+async fn pachyderm_chunk(
+    client: &tokio_postgres::Client,
+    store: &dyn ObjectStore,
+    data: Vec<u8>,
+    put_object: bool,
+    uploaded: bool,
+) -> (String, Vec<u8>) {
+    let id = blake3::hash(&data).as_bytes().to_vec();
+    let size = data.len() as i64;
+    let generation: i64 = client
+        .query_one(
+            "INSERT INTO storage.chunk_objects (chunk_id, size) VALUES ($1, $2) RETURNING gen",
+            &[&id, &size],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let key = format!("chunk/{hex}.{generation:016x}");
+    if put_object {
+        put(store, &key, data.clone()).await;
+    }
+    if uploaded {
+        mark_uploaded(client, &key).await;
+    }
+    (key, data)
+}
+
+/// `UPDATE … SET uploaded = true` for the chunk object `key`.
+async fn mark_uploaded(client: &tokio_postgres::Client, key: &str) {
+    let generation = i64::from_str_radix(key.rsplit('.').next().expect("gen"), 16).expect("gen");
+    client
+        .execute(
+            "UPDATE storage.chunk_objects SET uploaded = true WHERE gen = $1",
+            &[&generation],
+        )
+        .await
+        .expect("update");
+}
+
+/// `--final-pass pachyderm`: the paused pass copies what Pachyderm's paused
+/// database says was written since the last pre-copy round began (a new
+/// chunk, and an old row whose upload finished late), lists only the keys
+/// outside `chunk/`, and never lists `chunk/` (an object there without an
+/// uploaded row is not taken); the restore is exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pachyderm_final_pass_copies_what_the_paused_database_names() {
+    let Some(c) = Cluster::new("journal", 0).await else {
+        return;
+    };
+    let store = c.store.as_ref();
+    let pach = c.pg.client(&c.pachyderm).await;
+    pach.batch_execute(
+        "CREATE SCHEMA storage;
+         CREATE TABLE storage.chunk_objects (
+             chunk_id BYTEA NOT NULL, gen BIGSERIAL NOT NULL,
+             uploaded BOOLEAN NOT NULL DEFAULT FALSE, tombstone BOOLEAN NOT NULL DEFAULT FALSE,
+             size INT8 NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+             PRIMARY KEY (chunk_id, gen))",
+    )
+    .await
+    .expect("schema");
+
+    // Refused before anything is paused: no pause, or not Pachyderm's database.
+    c.haul()
+        .run([
+            "backup",
+            "--repo",
+            &c.repo,
+            "--source",
+            &c.source,
+            "--final-pass",
+            "pachyderm",
+        ])
+        .fails_with(1, "--final-pass pachyderm applies to a paused backup");
+    let not_pachyderm = [
+        "backup".to_owned(),
+        "--repo".into(),
+        c.repo.clone(),
+        "--source".into(),
+        c.source.clone(),
+        "--db".into(),
+        format!("pachyderm={}", c.pg.url(&c.dex)),
+        "--pause".into(),
+        "kubectl".into(),
+        "--context".into(),
+        "prod".into(),
+        "--namespace".into(),
+        "pachyderm".into(),
+        "--final-pass".into(),
+        "pachyderm".into(),
+    ];
+    c.haul()
+        .run(not_pachyderm)
+        .fails_with(1, "no table storage.chunk_objects");
+    assert!(!c.scaled_down(), "a refused backup paused the cluster");
+
+    let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..40u64 {
+        let (k, d) = pachyderm_chunk(&pach, store, noise(3000 + i as usize, i), true, true).await;
+        expected.insert(k, d);
+    }
+    // Around `chunk/` in path and byte order alike.
+    for k in [
+        "a/first",
+        "chunk",
+        "chunk.txt",
+        "chunk-old/x",
+        "chunk0/y",
+        "zz/last",
+    ] {
+        let d = noise(500, k.len() as u64);
+        put(store, k, d.clone()).await;
+        expected.insert(k.to_owned(), d);
+    }
+    // A row written before the backup whose upload finishes only later.
+    let (late, late_data) = pachyderm_chunk(&pach, store, noise(4000, 100), false, false).await;
+
+    let hold = tempfile::tempdir().expect("tempdir");
+    let haul = c
+        .haul()
+        .env("FAKE_HOLD_PAUSE", hold.path().to_str().expect("utf-8"));
+    let args = c.backup_args(&["--final-pass", "pachyderm", "--precopy-rounds", "1"]);
+    let run = tokio::task::spawn_blocking(move || haul.run(args));
+
+    // The pre-copy round is over and haul is pausing: the application's last writes.
+    let t = Instant::now();
+    while !hold.path().join("held").exists() {
+        assert!(t.elapsed() < Duration::from_secs(120), "haul never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (new, new_data) = pachyderm_chunk(&pach, store, noise(5000, 101), true, true).await;
+    expected.insert(new.clone(), new_data);
+    put(store, &late, late_data.clone()).await;
+    mark_uploaded(&pach, &late).await;
+    expected.insert(late.clone(), late_data);
+    // Uploading when paused: no row says it is there, so nothing needs it.
+    let (in_flight, _) = pachyderm_chunk(&pach, store, noise(600, 102), true, false).await;
+    // Uploaded, then deleted by Pachyderm's garbage collection.
+    let (gone, _) = pachyderm_chunk(&pach, store, noise(700, 103), true, true).await;
+    pach.execute(
+        "UPDATE storage.chunk_objects SET tombstone = true WHERE gen = $1",
+        &[&i64::from_str_radix(gone.rsplit('.').next().unwrap(), 16).unwrap()],
+    )
+    .await
+    .expect("tombstone");
+    // Outside chunk/: listed while paused, so new, changed and deleted keys count.
+    for (k, d) in [("b/new", noise(800, 104)), ("chunk.txt", noise(900, 105))] {
+        put(store, k, d.clone()).await;
+        expected.insert(k.to_owned(), d);
+    }
+    store
+        .delete(&object_store::path::Path::from("zz/last"))
+        .await
+        .expect("delete");
+    expected.remove("zz/last");
+    std::fs::write(hold.path().join("release"), b"").expect("release");
+
+    let r = run.await.expect("join").ok().json();
+    assert_eq!(r["final_pass"], "pachyderm", "{r:#}");
+    assert_eq!(
+        r["journal_objects"], 2,
+        "the new chunk and the late upload: {r:#}"
+    );
+    let last = phase(&r, "final-copy");
+    assert_eq!(last["paused"], true);
+    assert_eq!(
+        last["objects"], 4,
+        "2 chunk objects, b/new, chunk.txt: {r:#}"
+    );
+    assert_eq!(r["objects_removed"], 1, "zz/last: {r:#}");
+    assert_eq!(
+        c.rig.replicas(),
+        original_replicas(),
+        "resumed to its counts"
+    );
+
+    let restored_bucket = c.s3.bucket("journal-restored");
+    c.haul()
+        .run([
+            "restore",
+            "latest",
+            "--repo",
+            &c.repo,
+            "--to",
+            &format!("s3://{restored_bucket}"),
+        ])
+        .ok();
+    let restored: BTreeMap<String, Vec<u8>> =
+        crate::common::contents(c.s3.store(&restored_bucket).as_ref(), "")
+            .await
+            .into_iter()
+            .collect();
+    assert!(
+        !restored.contains_key(&in_flight),
+        "chunk/ was listed while paused"
+    );
+    assert!(
+        !restored.contains_key(&gone),
+        "a tombstoned chunk was taken"
+    );
+    assert_eq!(
+        restored.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    assert!(restored == expected, "restored contents differ");
 }

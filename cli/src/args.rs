@@ -717,6 +717,14 @@ pub struct ClusterArgs {
     /// paused [default: 8].
     #[arg(long, value_name = "N")]
     pub precopy_rounds: Option<u32>,
+    /// How the paused pass finds what changed since the last pre-copy
+    /// round: list (list the whole bucket; any application) or pachyderm
+    /// (read Pachyderm's record of its chunk objects, storage.chunk_objects,
+    /// in the paused `pachyderm` database, and list only the keys outside
+    /// chunk/: the downtime no longer grows with the object count)
+    /// [default: list].
+    #[arg(long, value_name = "HOW")]
+    pub final_pass: Option<String>,
     /// A Helm values file to store with the snapshot (restore
     /// --helm-values-out rewrites it for the restored cluster).
     #[arg(long, value_name = "FILE")]

@@ -13,6 +13,7 @@
 //! context = "prod"
 //! namespace = "pachyderm"
 //! max_downtime = "2m"
+//! final_pass = "pachyderm"         # list | pachyderm (read storage.chunk_objects, don't list chunk/ while paused)
 //! helm_values = "values.yaml"      # relative to this file
 //! [cluster.databases]
 //! pachyderm = "postgresql://pachyderm@pg.internal/pachyderm?sslmode=verify-full"
@@ -52,6 +53,8 @@ pub struct ClusterSection {
     pub pause_timeout: Option<String>,
     pub max_downtime: Option<String>,
     pub precopy_rounds: Option<u32>,
+    /// `--final-pass`: list | pachyderm.
+    pub final_pass: Option<String>,
     pub helm_values: Option<PathBuf>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

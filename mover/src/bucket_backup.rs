@@ -124,34 +124,116 @@ fn work<'a>(
         }
     };
     merge::join(source_listing, parent_entries)
+        .try_filter_map(move |j| futures::future::ready(Ok(classify(j, removed))))
+        .boxed()
+}
+
+/// What one key of a listing joined with the parent's entries costs: kept
+/// when the listing matches the entry, read when it is new or changed,
+/// nothing (counted in `removed`) when it is gone.
+fn classify(
+    j: Joined<Listed, ObjectEntry>,
+    removed: &std::sync::atomic::AtomicU64,
+) -> Option<Work> {
+    match j {
+        Joined::Left(listed) => Some(Work::Read {
+            listed,
+            changed: false,
+        }),
+        Joined::Right(_) => {
+            removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+        Joined::Both(listed, old) => {
+            if old.matches_listing(listed.size, listed.etag.as_deref(), Some(listed.modified)) {
+                Some(Work::Keep(old))
+            } else {
+                Some(Work::Read {
+                    listed,
+                    changed: true,
+                })
+            }
+        }
+    }
+}
+
+/// What changed under one directory of a source since a backup of it, as
+/// the application that writes there recorded it (for Pachyderm, see
+/// `haul_pg::journal`): its keys stand for a listing of the directory.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    /// The directory (ending in `/`) whose changes `keys` hold.
+    pub dir: String,
+    /// Keys under `dir`, relative to the source, in any order.
+    pub keys: Vec<String>,
+}
+
+/// The work of a backup against `parent` that lists everything but
+/// `journal.dir` and, under it, reads only the journal's keys (a HEAD each,
+/// for the listing's size and ETag) and keeps every parent entry: an
+/// object the journal does not name is unchanged, and one deleted stays
+/// in the snapshot (a superset of the source, never less).
+fn journal_work<'a>(
+    repo: &'a Repository,
+    source: &Location,
+    parent: &BucketRecord,
+    journal: Journal,
+    removed: &'a std::sync::atomic::AtomicU64,
+) -> BoxStream<'a, Result<Work>> {
+    let Journal { dir, mut keys } = journal;
+    keys.sort_by(|a, b| key_order(a, b));
+    keys.dedup();
+    let outside = listing::outside(source, repo.engine.limits.lanes(), &dir);
+    let heads = {
+        let (source, dir) = (source.clone(), dir.clone());
+        stream::iter(keys)
+            .map(move |key| {
+                let (source, dir) = (source.clone(), dir.clone());
+                async move { head(repo, &source, &dir, key).await }
+            })
+            .buffered(repo.engine.limits.requests.max(1))
+    };
+    // Disjoint: the journal's keys are all under `dir`, the others never.
+    let listing = merge::join(outside, heads).map_ok(|j| match j {
+        Joined::Left(l) | Joined::Right(l) | Joined::Both(l, _) => l,
+    });
+    merge::join(listing, repo.entries(parent.segments.clone()))
         .try_filter_map(move |j| {
             let w = match j {
-                Joined::Left(listed) => Some(Work::Read {
-                    listed,
-                    changed: false,
-                }),
-                Joined::Right(_) => {
-                    removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    None
-                }
-                Joined::Both(listed, old) => {
-                    if old.matches_listing(
-                        listed.size,
-                        listed.etag.as_deref(),
-                        Some(listed.modified),
-                    ) {
-                        Some(Work::Keep(old))
-                    } else {
-                        Some(Work::Read {
-                            listed,
-                            changed: true,
-                        })
-                    }
-                }
+                Joined::Right(old) if old.key.starts_with(&dir) => Some(Work::Keep(old)),
+                j => classify(j, removed),
             };
             futures::future::ready(Ok(w))
         })
         .boxed()
+}
+
+/// What a listing would say of the journal's `key`.
+async fn head(repo: &Repository, source: &Location, dir: &str, key: String) -> Result<Listed> {
+    if !key.starts_with(dir) {
+        return Err(MoverError::Object {
+            key,
+            reason: format!("named by the record of changes under {dir}, but not under it"),
+        });
+    }
+    let _r = repo.engine.request().await;
+    match source.head_at(&source.addr(&key)?).await {
+        Ok(m) => Ok(Listed {
+            key,
+            size: m.size,
+            etag: m.etag,
+            modified: m.modified,
+        }),
+        Err(object_store::Error::NotFound { .. }) => Err(MoverError::Object {
+            reason: format!(
+                "the application's record says it was written, but {} has no such object: \
+                 its record and its bucket disagree (back up with a listing to see the bucket as it is)",
+                source.url
+            ),
+            key,
+        }),
+        Err(e) => Err(MoverError::store("read", source.url.join(&key), e)),
+    }
 }
 
 /// Computes what a backup would read, without reading object data.
@@ -210,6 +292,38 @@ pub async fn backup_shard(
             source_url: source.url.to_string(),
         });
     }
+    let removed = std::sync::atomic::AtomicU64::new(0);
+    let work = work(repo, source, parent, shard, &removed);
+    run(repo, source, parent, work, &removed).await
+}
+
+/// Backs up `source` into `repo` against `parent`, with `journal` standing
+/// for the listing of its directory (see [`Journal`]).
+pub async fn backup_journal(
+    repo: &Repository,
+    source: &Location,
+    parent: &BucketRecord,
+    journal: Journal,
+) -> Result<BucketBackup> {
+    if source.url.overlaps(&repo.loc.url) {
+        return Err(MoverError::Overlap {
+            repo: repo.url(),
+            source_url: source.url.to_string(),
+        });
+    }
+    let removed = std::sync::atomic::AtomicU64::new(0);
+    let work = journal_work(repo, source, parent, journal, &removed);
+    run(repo, source, Some(parent), work, &removed).await
+}
+
+/// Runs the work of a backup: reads what it says to, writes the segments.
+async fn run<'a>(
+    repo: &'a Repository,
+    source: &Location,
+    parent: Option<&BucketRecord>,
+    work: BoxStream<'a, Result<Work>>,
+    removed: &std::sync::atomic::AtomicU64,
+) -> Result<BucketBackup> {
     listing::probe(source).await?;
     if let Some(p) = parent {
         repo.expect_chunks(p.objects + p.bytes / repo.config.object_chunk_size);
@@ -217,12 +331,11 @@ pub async fn backup_shard(
     let progress = &repo.engine.progress;
     progress.start("backup", parent.map_or(0, |p| p.objects), 0);
 
-    let removed = std::sync::atomic::AtomicU64::new(0);
     let stats = std::sync::Mutex::new(BackupStats::default());
     let add =
         |f: &dyn Fn(&mut BackupStats)| f(&mut stats.lock().unwrap_or_else(|p| p.into_inner()));
 
-    let mut entries = work(repo, source, parent, shard, &removed)
+    let mut entries = work
         .map_ok(|w| async {
             match w {
                 Work::Keep(e) => {
@@ -271,7 +384,7 @@ pub async fn backup_shard(
     let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
     stats.objects = objects;
     stats.bytes = bytes;
-    stats.objects_removed = removed.into_inner();
+    stats.objects_removed = removed.load(std::sync::atomic::Ordering::Relaxed);
     Ok(BucketBackup {
         record: BucketRecord {
             url: source.url.to_string(),

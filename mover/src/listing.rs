@@ -98,6 +98,27 @@ pub fn shard(
     ascending(lanes::in_order(pieces, lanes), url)
 }
 
+/// Lists every key of `loc` that is not under `dir` (a directory, ending
+/// in `/`), in path order, without listing `dir`: what a backup that learns
+/// of `dir`'s changes elsewhere still lists. A local directory is walked
+/// whole and filtered.
+pub fn outside(loc: &Location, lanes: usize, dir: &str) -> BoxStream<'static, Result<Listed>> {
+    let url = loc.url.to_string();
+    if loc.url.scheme == Scheme::File {
+        let dir = dir.to_owned();
+        return sorted(loc)
+            .try_filter(move |l| futures::future::ready(!l.key.starts_with(&dir)))
+            .boxed();
+    }
+    let pieces = {
+        let (loc, url) = (loc.clone(), url.clone());
+        lanes::outside_parts(dir)
+            .into_iter()
+            .map(move |p| to_path_order(lanes::objects(&loc, p), url.clone()))
+    };
+    ascending(lanes::in_order(pieces, lanes), url)
+}
+
 /// Where to cut `loc` into `n` shards balanced by bytes: from `segments`
 /// (a snapshot of it), or from its first page. Returns the split and the
 /// bytes each shard is expected to hold (zeros without segments).

@@ -150,6 +150,17 @@ impl Prepared {
         })
     }
 
+    /// Checks that this is Pachyderm's database (see [`crate::journal`]).
+    pub async fn journal_check(&self) -> Result<()> {
+        crate::journal::check(&self.client, &self.source.name, &self.source.conn).await
+    }
+
+    /// A mark to take just before a live pass lists the bucket (see
+    /// [`crate::journal`]).
+    pub async fn journal_mark(&self) -> Result<crate::journal::Mark> {
+        crate::journal::mark(&self.client, &self.source.name, &self.source.conn).await
+    }
+
     /// Fixes the moment the dump will show: opens a read-only REPEATABLE
     /// READ transaction and exports its snapshot. Takes milliseconds.
     pub async fn export(self) -> Result<Exported> {
@@ -210,6 +221,13 @@ impl Exported {
     /// The operator's name for the database.
     pub fn name(&self) -> &str {
         &self.prepared.source.name
+    }
+
+    /// The chunk objects uploaded since `mark`, as the exported snapshot
+    /// shows them (see [`crate::journal::uploaded_since`]).
+    pub async fn uploaded_since(&self, mark: crate::journal::Mark) -> Result<Vec<String>> {
+        let p = &self.prepared;
+        crate::journal::uploaded_since(&p.client, &p.source.name, &p.source.conn, mark).await
     }
 
     /// Dumps into the repository, as of the exported snapshot, and counts

@@ -52,6 +52,15 @@ pub enum PgError {
         source: tokio_postgres::Error,
     },
 
+    /// The application's record of its objects (see [`crate::journal`])
+    /// cannot stand in for a listing.
+    #[error("database {name} ({server}): {reason}")]
+    Journal {
+        name: String,
+        server: String,
+        reason: String,
+    },
+
     #[error("{tool} not found (searched {searched})")]
     ToolMissing {
         tool: &'static str,

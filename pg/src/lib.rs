@@ -30,6 +30,7 @@ pub mod dump;
 mod error;
 pub mod gate;
 pub mod globals;
+pub mod journal;
 mod limits;
 mod passfile;
 mod process;

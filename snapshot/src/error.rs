@@ -60,6 +60,9 @@ pub enum SnapshotError {
     #[error("refresh stopped before the swap, nothing changed in the running databases: {what}")]
     RefreshCheck { what: String },
 
+    #[error("--final-pass pachyderm: {why}")]
+    FinalPass { why: String },
+
     #[error("interrupted by {signal}")]
     Interrupted { signal: &'static str },
 

@@ -21,6 +21,9 @@ pub enum Event {
     PrecopyRound(Round),
     /// Pausing begins.
     Pausing { method: &'static str },
+    /// `--final-pass pachyderm`: what Pachyderm's paused database says was
+    /// written since the last live round, copied instead of a listing.
+    Journal { objects: u64 },
     /// The cluster is paused; these commands resume it by hand.
     Paused {
         seconds: f64,
@@ -67,6 +70,11 @@ impl fmt::Display for Event {
             Self::AlreadyPaused => {
                 f.write_str("the cluster is already paused: it will be left paused")
             }
+            Self::Journal { objects } => write!(
+                f,
+                "final pass from Pachyderm's record: {objects} chunk object(s) written since the last \
+                 pre-copy round (the bucket's chunk/ is not listed while paused)"
+            ),
             Self::NoPrecopy => f.write_str(
                 "no pre-copy (--precopy-rounds 0): the whole delta is copied while paused",
             ),

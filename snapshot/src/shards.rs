@@ -375,6 +375,8 @@ pub async fn commit(
         precopy: Vec::new(),
         change_bps: None,
         pause: None,
+        final_pass: None,
+        journal_objects: None,
     })
 }
 

@@ -9,6 +9,10 @@ State lives in the directory $FAKE_CLUSTER_DIR:
               by these fakes, by the Rust rig and by its writer
   calls.log   one JSON array per invocation: the tool's name, then its args
 
+With FAKE_HOLD_PAUSE=DIR, the first `kubectl scale … --replicas=0` creates
+DIR/held and waits (up to 120 s, before taking the lock) for DIR/release:
+the test plays the application's last writes before it stops.
+
 Exit codes: 0 done; 1 an error a real tool would report, worded like it;
 2 a command this fake does not know, which is a haul bug or a missing fake
 feature, and meant to be loud.
@@ -47,6 +51,7 @@ def main(tool, args):
     if not root:
         sys.stderr.write(f"fake {tool}: FAKE_CLUSTER_DIR is not set\n")
         return 2
+    hold_before_pause(tool, args)
     out, code, err = [], 0, ""
     lock = os.open(os.path.join(root, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -77,6 +82,22 @@ def main(tool, args):
     if err:
         sys.stderr.write(err if err.endswith("\n") else err + "\n")
     return code
+
+
+def hold_before_pause(tool, args):
+    """See FAKE_HOLD_PAUSE in the module doc."""
+    hold = os.environ.get("FAKE_HOLD_PAUSE")
+    if not hold or tool != "kubectl" or "scale" not in args or "--replicas=0" not in args:
+        return
+    held = os.path.join(hold, "held")
+    if os.path.exists(held):
+        return
+    open(held, "w", encoding="utf-8").close()
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(hold, "release")):
+        if time.time() > deadline:
+            raise SystemExit("fake kubectl: FAKE_HOLD_PAUSE: no release within 120 s")
+        time.sleep(0.05)
 
 
 def inject_failure(state, words):

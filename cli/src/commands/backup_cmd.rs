@@ -7,7 +7,7 @@ use std::time::Duration;
 use haul_manifest::SnapshotId;
 use haul_mover::MoverError;
 use haul_pg::{DbLimits, DbSource, PgConn};
-use haul_snapshot::backup::{self, BackupRequest};
+use haul_snapshot::backup::{self, BackupRequest, FinalPass};
 use haul_snapshot::pause::PauseSpec;
 use haul_snapshot::shards;
 
@@ -26,6 +26,7 @@ pub struct ClusterChoice {
     pub pause: Option<PauseSpec>,
     pub max_downtime: Option<Duration>,
     pub precopy_rounds: u32,
+    pub final_pass: FinalPass,
     pub helm_values: Option<PathBuf>,
 }
 
@@ -51,9 +52,21 @@ impl ClusterChoice {
                 "--max-downtime applies to a paused backup: give --pause METHOD too".into(),
             ));
         }
+        let final_pass = match flags.final_pass.or(file.final_pass.clone()) {
+            Some(s) => s
+                .parse::<FinalPass>()
+                .map_err(|e| CliError::Usage(format!("--final-pass {e}")))?,
+            None => FinalPass::List,
+        };
+        if pause.is_none() && final_pass != FinalPass::List {
+            return Err(CliError::Usage(
+                "--final-pass pachyderm applies to a paused backup: give --pause METHOD too".into(),
+            ));
+        }
         Ok(Self {
             pause,
             max_downtime,
+            final_pass,
             precopy_rounds: flags
                 .precopy_rounds
                 .or(file.precopy_rounds)
@@ -352,6 +365,7 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
         max_rounds: a.cluster.precopy_rounds,
         helm_values,
         shards: sharded.as_ref(),
+        final_pass: a.cluster.final_pass,
     };
 
     if a.dry_run {
@@ -483,6 +497,12 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
                 w,
                 "downtime:  {d:.1}s paused (predicted {:.1}s), cluster resumed",
                 r.predicted_downtime_s.unwrap_or(0.0)
+            )?;
+        }
+        if let Some(n) = r.journal_objects {
+            writeln!(
+                w,
+                "final:     from Pachyderm's record: {n} chunk object(s) written since the last pre-copy; chunk/ not listed while paused"
             )?;
         }
         if req.source.is_some() {

@@ -451,6 +451,20 @@ pub(super) fn shard_parts(split: &KeySplit, k: u32) -> Vec<Part> {
         .collect()
 }
 
+/// The pieces of a listing of everything but the keys under `dir` (a
+/// directory: ends in `/`): around each directory on the way down to it,
+/// as [`Cuts::parts`] has them, without `dir`'s own range.
+pub(super) fn outside_parts(dir: &str) -> Vec<Part> {
+    let cuts = Cuts {
+        dir: dir.to_owned(),
+        bounds: Vec::new(),
+    };
+    cuts.parts()
+        .into_iter()
+        .filter(|p| !matches!(p, Part::Range { dir: d, .. } if d == dir))
+        .collect()
+}
+
 /// One piece of a listing. Pieces are disjoint and in path order. `dir` is
 /// a directory of the location (`""`, or ending in `/`); names are the
 /// keys' names below it; every name a piece is bounded by sorts alike in

@@ -27,7 +27,7 @@ use haul_manifest::PhaseKind;
 use haul_pg::gate::GateWait;
 
 pub use preview::preview;
-pub use report::{BackupPreview, BackupReport, BackupRequest};
+pub use report::{BackupPreview, BackupReport, BackupRequest, FinalPass, PACHYDERM_DB};
 pub(crate) use stages::{parent_of, tool_version};
 
 use crate::cancel::Cancel;

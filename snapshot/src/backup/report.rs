@@ -15,6 +15,46 @@ use serde::Serialize;
 use crate::pause::{PauseCheck, PauseReport, PauseSpec};
 use crate::predict::{Forecast, Round};
 
+/// How the paused pass of a two-phase backup finds what changed since the
+/// last live round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinalPass {
+    /// List the whole bucket: right for any application; the paused window
+    /// grows with the object count.
+    #[default]
+    List,
+    /// Read Pachyderm's record of its chunk objects in the paused
+    /// `pachyderm` database (see `haul_pg::journal`) and list only the keys
+    /// outside `chunk/`: the paused window follows the change, whatever
+    /// the bucket's size.
+    Pachyderm,
+}
+
+impl FinalPass {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::Pachyderm => "pachyderm",
+        }
+    }
+}
+
+impl std::str::FromStr for FinalPass {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "list" => Ok(Self::List),
+            "pachyderm" => Ok(Self::Pachyderm),
+            other => Err(format!("{other:?}: expected list or pachyderm")),
+        }
+    }
+}
+
+/// The database `--final-pass pachyderm` reads: the operator's name for it.
+pub const PACHYDERM_DB: &str = "pachyderm";
+
 /// What to back up.
 #[derive(Debug)]
 pub struct BackupRequest<'a> {
@@ -38,6 +78,8 @@ pub struct BackupRequest<'a> {
     pub helm_values: Option<Bytes>,
     /// Copy the bucket with shards (`--shards N`) instead of in this process.
     pub shards: Option<&'a crate::shards::ShardedPass>,
+    /// With a pause: how the paused pass finds what changed.
+    pub final_pass: FinalPass,
 }
 
 /// The result of a committed backup, as `haul backup --json` prints it.
@@ -72,6 +114,13 @@ pub struct BackupReport {
     pub change_bps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseReport>,
+    /// With a pause: how the paused pass found what changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_pass: Option<FinalPass>,
+    /// With `--final-pass pachyderm`: the chunk objects Pachyderm's record
+    /// named as written since the last live round (all read while paused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_objects: Option<u64>,
 }
 
 /// What a backup would do, as `haul backup --dry-run` prints it.

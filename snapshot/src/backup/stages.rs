@@ -17,7 +17,7 @@ use haul_pg::globals::{self, GlobalsBackupReport, PreparedGlobals};
 use haul_pg::{DbBackupReport, DbLimits, DbSource, PgError, tools};
 use tokio::time::Instant;
 
-use super::report::{BackupReport, BackupRequest};
+use super::report::{BackupReport, BackupRequest, FinalPass, PACHYDERM_DB};
 use crate::error::{Result, SnapshotError};
 use crate::{host, runs};
 
@@ -58,7 +58,28 @@ pub(crate) fn check_request(req: &BackupRequest<'_>) -> Result<()> {
             source_url: s.url.to_string(),
         });
     }
+    if req.final_pass == FinalPass::Pachyderm {
+        let why = if req.pause.is_none() {
+            "it reads Pachyderm's database while the cluster is paused: give --pause METHOD"
+        } else if req.source.is_none() {
+            "there is no bucket to copy: give --source"
+        } else if req.shards.is_some() {
+            "sharded passes list their key ranges: drop --shards, or use --final-pass list"
+        } else if req.max_rounds == 0 {
+            "it copies what changed since the last live pre-copy round: --precopy-rounds must be at least 1"
+        } else if !req.databases.iter().any(|d| d.name == PACHYDERM_DB) {
+            "it reads Pachyderm's database, which must be given as --db pachyderm=URL"
+        } else {
+            return Ok(());
+        };
+        return Err(SnapshotError::FinalPass { why: why.into() });
+    }
     Ok(())
+}
+
+/// The database `--final-pass pachyderm` reads, among the prepared ones.
+pub(crate) fn pachyderm_db(dbs: &[Prepared]) -> Option<&Prepared> {
+    dbs.iter().find(|d| d.source.name == PACHYDERM_DB)
 }
 
 /// Connects to every database and finds a pg_dump new enough for each.
@@ -159,17 +180,46 @@ pub(crate) async fn bucket_pass(
     };
     let t = Instant::now();
     let done = copy(req, source, base, parent).await?;
-    let phase = Phase {
-        objects: done.stats.objects_read,
-        bytes: done.stats.bytes_read,
-        listed: done.stats.objects,
-        ..Phase::timed(kind, t.elapsed().as_secs_f64())
+    Ok(Pass::of(done, kind, t))
+}
+
+/// The paused pass of `--final-pass pachyderm`: the keys outside `chunk/`
+/// listed, the chunk objects Pachyderm's record names as written since the
+/// last live round (`keys`) read, every other entry of `base` kept.
+pub(crate) async fn journal_pass(
+    req: &BackupRequest<'_>,
+    base: &BucketRecord,
+    keys: Vec<String>,
+) -> Result<Pass> {
+    let Some(source) = req.source else {
+        return Err(SnapshotError::FinalPass {
+            why: "there is no bucket to copy: give --source".into(),
+        });
     };
-    Ok(Pass {
-        stats: done.stats,
-        bucket: Some(done.record),
-        phase: Some(phase),
-    })
+    let t = Instant::now();
+    let journal = bucket::Journal {
+        dir: haul_pg::journal::CHUNK_DIR.into(),
+        keys,
+    };
+    let done = bucket::backup_journal(req.repo, source, base, journal).await?;
+    Ok(Pass::of(done, PhaseKind::FinalCopy, t))
+}
+
+impl Pass {
+    /// A pass that copied `done`, begun at `t`, as the phase `kind`.
+    fn of(done: bucket::BucketBackup, kind: PhaseKind, t: Instant) -> Self {
+        let phase = Phase {
+            objects: done.stats.objects_read,
+            bytes: done.stats.bytes_read,
+            listed: done.stats.objects,
+            ..Phase::timed(kind, t.elapsed().as_secs_f64())
+        };
+        Pass {
+            stats: done.stats,
+            bucket: Some(done.record),
+            phase: Some(phase),
+        }
+    }
 }
 
 /// The databases and roles, dumped.
@@ -273,6 +323,8 @@ pub(crate) async fn commit(
         precopy: Vec::new(),
         change_bps: None,
         pause: None,
+        final_pass: None,
+        journal_objects: None,
     })
 }
 

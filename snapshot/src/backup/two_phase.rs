@@ -19,7 +19,9 @@ use haul_manifest::{BucketRecord, Phase, PhaseKind};
 use haul_pg::gate::Gate;
 use tokio::time::Instant;
 
-use super::report::{BackupReport, BackupRequest};
+use haul_pg::journal::Mark;
+
+use super::report::{BackupReport, BackupRequest, FinalPass, PACHYDERM_DB};
 use super::stages::{self, Staged};
 use crate::cancel::Cancel;
 use crate::error::{Result, SnapshotError};
@@ -34,6 +36,9 @@ struct Live {
     base: Option<BucketRecord>,
     rounds: Vec<Round>,
     model: Model,
+    /// With `--final-pass pachyderm`: the mark taken just before the last
+    /// round listed the bucket (see `haul_pg::journal`).
+    mark: Option<Mark>,
 }
 
 /// Checks, then pre-copies while the cluster runs.
@@ -48,6 +53,18 @@ async fn live(
         events.emit(Event::AlreadyPaused);
     }
     let staged = stages::stage(req).await?;
+    let journal = match req.final_pass {
+        FinalPass::List => None,
+        FinalPass::Pachyderm => {
+            let db = stages::pachyderm_db(&staged.dbs).ok_or_else(|| SnapshotError::FinalPass {
+                why: "it reads Pachyderm's database, which must be given as --db pachyderm=URL"
+                    .into(),
+            })?;
+            db.journal_check().await?;
+            Some(db)
+        }
+    };
+    let mut mark = None;
     let mut model = Model::from_history(&runs::history(req.repo).await, true);
     let mut base = staged.parent.as_ref().and_then(|p| p.bucket.clone());
     let mut rounds: Vec<Round> = Vec::new();
@@ -58,6 +75,7 @@ async fn live(
             base,
             rounds,
             model,
+            mark,
         });
     };
     if req.max_rounds == 0 {
@@ -67,6 +85,11 @@ async fn live(
         failpoint::hit("precopy").await?;
         let k = rounds.len() as u32 + 1;
         let t = Instant::now();
+        if let Some(db) = journal {
+            // Before the listing begins: what the round cannot have seen
+            // was written at or after this mark.
+            mark = Some(db.journal_mark().await?);
+        }
         let done = stages::copy(req, source, base.as_ref(), staged.parent.as_ref()).await?;
         let seconds = t.elapsed().as_secs_f64();
         let s = &done.stats;
@@ -108,6 +131,7 @@ async fn live(
         base,
         rounds,
         model,
+        mark,
     })
 }
 
@@ -134,6 +158,7 @@ pub(crate) async fn run(
         base,
         rounds,
         model,
+        mark,
     } = live;
     // What the last round predicted (without rounds: pause, commit, resume).
     let predicted = rounds
@@ -176,6 +201,23 @@ pub(crate) async fn run(
                 Phase::timed(PhaseKind::Export, t_export.elapsed().as_secs_f64()).while_paused(),
             );
         }
+        // With --final-pass pachyderm: the chunk objects written since the
+        // last round began listing, as the exported snapshot shows them.
+        let journal = match (mark, &base) {
+            (Some(mark), Some(_)) => {
+                let db = exported.iter().find(|e| e.name() == PACHYDERM_DB);
+                let db = db.ok_or_else(|| SnapshotError::FinalPass {
+                    why: "the pachyderm database was not exported".into(),
+                })?;
+                let keys = db.uploaded_since(mark).await?;
+                events.emit(Event::Journal {
+                    objects: keys.len() as u64,
+                });
+                Some(keys)
+            }
+            _ => None,
+        };
+        let journal_objects = journal.as_ref().map(|k| k.len() as u64);
         // Its own task: it outlives this paused phase, and is aborted (pg_dump
         // killed) if the backup stops before the dumps are awaited.
         let dumps = haul_mover::spawned({
@@ -185,15 +227,20 @@ pub(crate) async fn run(
                 stages::dump_all(repo, exported, globals, limits, t_export, gate_wait).await
             }
         });
-        let pass = stages::bucket_pass(
-            req,
-            base.as_ref(),
-            staged.parent.as_ref(),
-            PhaseKind::FinalCopy,
-        )
-        .await?;
+        let pass = match (journal, &base) {
+            (Some(keys), Some(base)) => stages::journal_pass(req, base, keys).await?,
+            _ => {
+                stages::bucket_pass(
+                    req,
+                    base.as_ref(),
+                    staged.parent.as_ref(),
+                    PhaseKind::FinalCopy,
+                )
+                .await?
+            }
+        };
         paused_phases.extend(pass.phase.clone().map(Phase::while_paused));
-        Ok::<_, SnapshotError>((pass, dumps, pause_s))
+        Ok::<_, SnapshotError>((pass, dumps, pause_s, journal_objects))
     };
     let outcome = window::guarded(paused, cancel).await;
     if let Err(e) = &outcome {
@@ -211,7 +258,7 @@ pub(crate) async fn run(
         phase,
     } = window::resume(&guard, t_pause, events.as_ref()).await;
     paused_phases.push(phase);
-    let (pass, dumps, pause_s) = match outcome {
+    let (pass, dumps, pause_s, journal_objects) = match outcome {
         Ok(done) => done,
         // A resume that failed is the more urgent news.
         Err(e) => return Err(resumed.err().unwrap_or(e)),
@@ -277,6 +324,11 @@ pub(crate) async fn run(
         resume_s,
         resumed: true,
     });
+    report.final_pass = req.source.map(|_| match journal_objects {
+        Some(_) => FinalPass::Pachyderm,
+        None => FinalPass::List,
+    });
+    report.journal_objects = journal_objects;
     report.duration_s = staged.t0.elapsed().as_secs_f64();
     stages::record_run(req.repo, &report, staged.started).await;
     Ok(report)
