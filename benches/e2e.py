@@ -546,7 +546,15 @@ class Bench:
                   "CREATE TABLE commits (id bigserial PRIMARY KEY, repo text, branch text, origin int, "
                   "created timestamptz DEFAULT now(), info text);"
                   "CREATE TABLE fileset_entries (id bigserial PRIMARY KEY, path text, hash text, "
-                  "size_bytes bigint, info text)")
+                  "size_bytes bigint, info text);"
+                  # Pachyderm's record of its chunk objects (its chunk package's
+                  # schema): one row per object put_objects uploads.
+                  "CREATE SCHEMA storage;"
+                  "CREATE TABLE storage.chunk_objects (chunk_id bytea NOT NULL, gen bigserial NOT NULL, "
+                  "uploaded boolean NOT NULL DEFAULT false, tombstone boolean NOT NULL DEFAULT false, "
+                  "size int8 NOT NULL, created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP, "
+                  "PRIMARY KEY (chunk_id, gen))")
+        self.chunk_gen = 0
         payload = " || ".join(["md5(random()::text)"] * 8)
         target, t0, batch = gb * 1e9, time.monotonic(), 4000 if self.args.smoke else 400_000
         size, i = 0, 0
@@ -567,8 +575,10 @@ class Bench:
         return size
 
     def put_objects(self, bucket, n, seed):
-        """Uploads n small objects under chunk/<32 hex digits> (uniformly
-        spread keys, like content addresses), in slices of 100,000 files."""
+        """Uploads n small objects as Pachyderm names them, chunk/<64 hex
+        digits>.<gen as 16 hex digits> (uniformly spread keys), in slices of
+        100,000 files, then records each in storage.chunk_objects as
+        uploaded (as Pachyderm does after its PUT)."""
         rnd = random.Random(seed)
         buf = os.urandom(1 << 16)
         done, t0 = 0, time.monotonic()
@@ -576,13 +586,19 @@ class Bench:
             k = min(100_000, n - done)
             d = os.path.join(self.tmp, f"objs-{seed}")
             os.makedirs(os.path.join(d, "chunk"))
-            for _ in range(k):
-                size = rnd.randrange(64, 1024)
-                off = rnd.randrange(0, len(buf) - size)
-                with open(os.path.join(d, "chunk", f"{rnd.getrandbits(128):032x}"), "wb") as f:
-                    f.write(rnd.getrandbits(128).to_bytes(16, "little") + buf[off:off + size])
+            rows = os.path.join(self.tmp, f"rows-{seed}.tsv")
+            with open(rows, "w", encoding="ascii") as out:
+                for _ in range(k):
+                    size = rnd.randrange(64, 1024)
+                    off = rnd.randrange(0, len(buf) - size)
+                    chunk_id, self.chunk_gen = f"{rnd.getrandbits(256):064x}", self.chunk_gen + 1
+                    with open(os.path.join(d, "chunk", f"{chunk_id}.{self.chunk_gen:016x}"), "wb") as f:
+                        f.write(rnd.getrandbits(128).to_bytes(16, "little") + buf[off:off + size])
+                    out.write(f"\\\\x{chunk_id}\t{self.chunk_gen}\tt\t{size + 16}\n")
             # New, unique keys: no need to list or check the destination.
             self.run(self.rc("copy", "--no-check-dest", d, f"src:{bucket}"))
+            self.psql("pachyderm", f"\\copy storage.chunk_objects (chunk_id, gen, uploaded, size) FROM '{rows}'")
+            os.remove(rows)
             shutil.rmtree(d)
             done += k
             if n >= 100_000:
@@ -608,10 +624,10 @@ class Bench:
         self.kubectl(env, "scale", "deployment", "pachd", "--replicas=1")
         self.kubectl(env, "scale", "rc", "pipeline-a-v1", "--replicas=1")
 
-    def scale_haul(self, name, binary, env, src, repo, dbs):
+    def scale_haul(self, name, binary, env, src, repo, dbs, extra):
         """One two-phase backup; returns (downtime s, {paused phase: s}, wall s)."""
         cmd = [binary, "--json", "backup", "--source", f"s3://{src}", "--repo", f"s3://{repo}",
-               "--pause", "kubectl", "--context", "bench"]
+               "--pause", "kubectl", "--context", "bench", *extra]
         for db in dbs:
             cmd += ["--db", f"{db}={self.db_url(db)}"]
         t0 = time.monotonic()
@@ -632,7 +648,8 @@ class Bench:
         for p in paused:
             by_name[p["name"]] = by_name.get(p["name"], 0.0) + p["seconds"]
         log(f"scale: {name}: down {rep['downtime_s']:.2f}s ({', '.join(f'{n} {s:.2f}' for n, s in by_name.items())}), "
-            f"{wall:.1f}s in all, {rep.get('precopy_rounds')} pre-copy round(s)")
+            f"{wall:.1f}s in all, {rep.get('precopy_rounds')} pre-copy round(s), "
+            f"final pass {rep.get('final_pass')} ({rep.get('journal_objects')} from the record)")
         return rep["downtime_s"], by_name, wall
 
     def scale(self):
@@ -649,11 +666,13 @@ class Bench:
         dbs = ("pachyderm", "dex")
         # name: (binary, databases); `after-bucket-only` shows what the
         # paused pass costs without the dumps running beside it.
-        tools = {"after": (a.haul, dbs)}
+        tools = {"after": (a.haul, dbs, [])}
+        if not a.no_pachyderm_pass:
+            tools["after-pachyderm"] = (a.haul, dbs, ["--final-pass", "pachyderm"])
         if a.haul_before:
-            tools["before"] = (a.haul_before, dbs)
+            tools["before"] = (a.haul_before, dbs, [])
         if a.bucket_only:
-            tools["after-bucket-only"] = (a.haul, ())
+            tools["after-bucket-only"] = (a.haul, (), [])
         env = self.fake_cluster()
         penv = dict(env, AWS_ENDPOINT_URL=proxied)
         for remote in ("PSRC", "PDST"):
@@ -667,10 +686,10 @@ class Bench:
             have = n
             # Setup, straight to the server: each repository's backup of the
             # bucket as it now is (the first one full).
-            for name, (binary, tdbs) in tools.items():
+            for name, (binary, tdbs, extra) in tools.items():
                 if n == counts[0]:
                     self.run([binary, "--json", "init", f"s3://{repos[name]}"])
-                self.scale_haul(f"{name} (setup, no proxy)", binary, env, src, repos[name], tdbs)
+                self.scale_haul(f"{name} (setup, no proxy)", binary, env, src, repos[name], tdbs, extra)
             runs = {name: [] for name in tools}
             runs["naive"] = []
             order = list(tools) + (["naive"] if n <= a.naive_up_to else [])
@@ -685,8 +704,8 @@ class Bench:
                     if name == "naive":
                         runs["naive"].append(self.scale_naive(env, penv, src, dbs))
                     else:
-                        binary, tdbs = tools[name]
-                        runs[name].append(self.scale_haul(name, binary, penv, src, repos[name], tdbs))
+                        binary, tdbs, extra = tools[name]
+                        runs[name].append(self.scale_haul(name, binary, penv, src, repos[name], tdbs, extra))
             self.scale_record(n, db_bytes, runs, self.scale_listing(src))
         self.stop_proxy()
 
@@ -769,8 +788,13 @@ class Bench:
             runs = "/".join(str(r[t]["runs"]) for t in ("before", "after", "naive") if r.get(t))
             out.append(f"| {r['objects']:,} | {r['db_bytes'] / 1e9:.2f} GB | {cell('before')} | {cell('after')} "
                        f"| {cell('naive')} | {phases} | {ratio('before')} | {ratio('naive')} | {runs} |")
+        rows = [r for r in self.scale_rows if r.get("after") and r.get("after-pachyderm")]
+        for a, b in zip(rows, rows[1:]):
+            grow = lambda t: b[t]["median"] - a[t]["median"]
+            out.append(f"- growth {a['objects']:,} → {b['objects']:,} objects: paused window +{grow('after'):.2f} s "
+                       f"listing the bucket, +{grow('after-pachyderm'):.2f} s with --final-pass pachyderm")
         for r in self.scale_rows:
-            for t in ("before", "naive", "after-bucket-only"):
+            for t in ("after-pachyderm", "before", "naive", "after-bucket-only"):
                 if r.get(t):
                     out.append(f"- {r['objects']:,} objects, {t}: paused {r[t]['median']:.2f} s "
                                f"({r[t]['range'][0]:.2f}–{r[t]['range'][1]:.2f}); phases (s): "
@@ -832,6 +856,8 @@ def main():
                     help="scale: added to every S3 request by benches/latency_proxy.py (default 50)")
     ap.add_argument("--haul-before", default=None,
                     help="scale: an older haul binary to measure beside --haul (the `before` column)")
+    ap.add_argument("--no-pachyderm-pass", action="store_true",
+                    help="scale: leave out haul with --final-pass pachyderm (a binary before it)")
     ap.add_argument("--bucket-only", action="store_true",
                     help="scale: also run --haul without the databases (the paused pass without dumps beside it)")
     ap.add_argument("--naive-up-to", type=int, default=200_000,
