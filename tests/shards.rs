@@ -266,6 +266,21 @@ async fn a_missing_or_failed_shard_commits_nothing() {
     // Committed staging ids are gone: a second commit says so.
     commit("0s").fails_with(1, "no staged backup 00c0ffee00c0ffee");
 
+    // A staged backup given up: its files go, and it can no longer commit.
+    shard("0/3");
+    let gone = rig
+        .haul()
+        .run(["--json", "backup", "--repo", &repo, "--abandon", staging])
+        .ok()
+        .json();
+    assert_eq!(gone["abandoned"], staging);
+    assert_eq!(gone["records"], 1);
+    assert_eq!(rig.staged_files(), 0);
+    commit("0s").fails_with(1, "no staged backup 00c0ffee00c0ffee");
+    rig.haul()
+        .run(["backup", "--repo", &repo, "--abandon", staging])
+        .fails_with(1, "no staged backup 00c0ffee00c0ffee");
+
     // A shard that fails (injected in shard 2 of 4) fails the backup.
     let before = count(&snapshots);
     rig.haul()

@@ -118,6 +118,9 @@ pub struct LimitArgs {
     pub multipart_threshold_mib: Option<u64>,
 }
 
+// Parsed once per run: the size of the largest variant (backup's flags)
+// costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a repository at an empty location, encrypted with the key in
@@ -680,6 +683,11 @@ pub struct ShardArgs {
     /// concatenated. A missing or failed shard makes it refuse, naming it.
     #[arg(long, value_name = "ID", conflicts_with_all = ["shards", "shard"])]
     pub commit: Option<String>,
+    /// Give up the staged backup ID (shards that failed for good, a run
+    /// replaced by another): remove its plan and shard records, commit
+    /// nothing. Its chunks are kept until the next `haul prune`.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["shards", "shard", "commit"])]
+    pub abandon: Option<String>,
     /// How long --commit (and --shards with --executor kubernetes) waits for
     /// shards still running, e.g. 30m [default: --commit: none, commit now
     /// or refuse; kubernetes: 24h].

@@ -286,12 +286,6 @@ pub async fn backup_shard(
     parent: Option<&BucketRecord>,
     shard: Option<Shard<'_>>,
 ) -> Result<BucketBackup> {
-    if source.url.overlaps(&repo.loc.url) {
-        return Err(MoverError::Overlap {
-            repo: repo.url(),
-            source_url: source.url.to_string(),
-        });
-    }
     let removed = std::sync::atomic::AtomicU64::new(0);
     let work = work(repo, source, parent, shard, &removed);
     run(repo, source, parent, work, &removed).await
@@ -305,12 +299,6 @@ pub async fn backup_journal(
     parent: &BucketRecord,
     journal: Journal,
 ) -> Result<BucketBackup> {
-    if source.url.overlaps(&repo.loc.url) {
-        return Err(MoverError::Overlap {
-            repo: repo.url(),
-            source_url: source.url.to_string(),
-        });
-    }
     let removed = std::sync::atomic::AtomicU64::new(0);
     let work = journal_work(repo, source, parent, journal, &removed);
     run(repo, source, Some(parent), work, &removed).await
@@ -324,6 +312,13 @@ async fn run<'a>(
     work: BoxStream<'a, Result<Work>>,
     removed: &std::sync::atomic::AtomicU64,
 ) -> Result<BucketBackup> {
+    // Before anything is listed (the work is a lazy stream).
+    if source.url.overlaps(&repo.loc.url) {
+        return Err(MoverError::Overlap {
+            repo: repo.url(),
+            source_url: source.url.to_string(),
+        });
+    }
     listing::probe(source).await?;
     if let Some(p) = parent {
         repo.expect_chunks(p.objects + p.bytes / repo.config.object_chunk_size);

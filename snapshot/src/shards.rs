@@ -234,6 +234,31 @@ pub struct Gathered {
     pub slowest_s: f64,
 }
 
+/// What `haul backup --abandon` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Abandoned {
+    pub abandoned: SnapshotId,
+    /// How many shards had written their record.
+    pub records: u64,
+}
+
+/// Removes the staged backup `staging` (its plan and records) without
+/// committing it. Refuses an id with no plan in the repository.
+pub async fn abandon(repo: &Repository, staging: SnapshotId) -> Result<Abandoned> {
+    if repo.shard_plan(staging).await?.is_none() {
+        return Err(SnapshotError::NoStaging {
+            staging: staging.to_string(),
+            path: shard::plan_path(staging),
+        });
+    }
+    let records = repo.shard_records(staging).await?.len() as u64;
+    repo.remove_staging(staging).await?;
+    Ok(Abandoned {
+        abandoned: staging,
+        records,
+    })
+}
+
 /// Waits (up to `wait`) until every shard of `staging` has a record of the
 /// staged plan, then concatenates them. Refuses, naming the shards, when
 /// some are still missing (or were made from another plan) at the end.
@@ -360,24 +385,13 @@ pub async fn commit(
     let commit = Phase::timed(PhaseKind::Commit, t.elapsed().as_secs_f64());
     // The records are no longer needed: the root names the segments.
     repo.remove_staging(staging).await?;
-    Ok(BackupReport {
-        snapshot: staging,
-        parent: snapshot.parent,
-        stats: g.backup.stats,
-        databases: Vec::new(),
-        globals: None,
-        helm_values: None,
-        duration_s: t0.elapsed().as_secs_f64(),
-        phases: vec![copy, commit],
-        downtime_s: None,
-        predicted_downtime_s: None,
-        precopy_rounds: None,
-        precopy: Vec::new(),
-        change_bps: None,
-        pause: None,
-        final_pass: None,
-        journal_objects: None,
-    })
+    Ok(BackupReport::new(
+        staging,
+        snapshot.parent,
+        g.backup.stats,
+        t0.elapsed().as_secs_f64(),
+        vec![copy, commit],
+    ))
 }
 
 /// How the coordinator starts a pass's shards.

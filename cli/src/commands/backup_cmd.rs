@@ -311,6 +311,20 @@ pub async fn backup(ctx: &Context, a: BackupArgs<'_>) -> Result<Outcome> {
     if let Some(id) = a.shards.commit.clone() {
         return commit(ctx, &a, &id).await;
     }
+    if let Some(id) = a.shards.abandon.clone() {
+        let staging = staging_id("--abandon", &id)?;
+        let repo = ctx.repo(a.repo_url).await?;
+        let r = shards::abandon(&repo, staging).await?;
+        emit(ctx.json, &r, |w| {
+            writeln!(
+                w,
+                "staged backup {} abandoned: its plan and {} shard record(s) removed, nothing committed; \
+                 `haul prune` frees its chunks",
+                r.abandoned, r.records
+            )
+        });
+        return Ok(Outcome::Done);
+    }
     if let Some(spec) = a.shards.shard.clone() {
         return shard(ctx, &a, &spec).await;
     }

@@ -123,6 +123,37 @@ pub struct BackupReport {
     pub journal_objects: Option<u64>,
 }
 
+impl BackupReport {
+    /// The report of snapshot `snapshot`, of `parent`, that copied `stats`
+    /// in `duration_s` (nothing else done: no databases, no pause).
+    pub(crate) fn new(
+        snapshot: SnapshotId,
+        parent: Option<SnapshotId>,
+        stats: BackupStats,
+        duration_s: f64,
+        phases: Vec<Phase>,
+    ) -> Self {
+        Self {
+            snapshot,
+            parent,
+            stats,
+            databases: Vec::new(),
+            globals: None,
+            helm_values: None,
+            duration_s,
+            phases,
+            downtime_s: None,
+            predicted_downtime_s: None,
+            precopy_rounds: None,
+            precopy: Vec::new(),
+            change_bps: None,
+            pause: None,
+            final_pass: None,
+            journal_objects: None,
+        }
+    }
+}
+
 /// What a backup would do, as `haul backup --dry-run` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupPreview {

@@ -202,7 +202,12 @@ pub(crate) async fn journal_pass(
         keys,
     };
     let done = bucket::backup_journal(req.repo, source, base, journal).await?;
-    Ok(Pass::of(done, PhaseKind::FinalCopy, t))
+    let mut pass = Pass::of(done, PhaseKind::FinalCopy, t);
+    // It did not list the bucket: what a prediction scales listing by.
+    if let Some(p) = &mut pass.phase {
+        p.listed = 0;
+    }
+    Ok(pass)
 }
 
 impl Pass {
@@ -309,22 +314,16 @@ pub(crate) async fn commit(
         t_commit.elapsed().as_secs_f64(),
     ));
     Ok(BackupReport {
-        snapshot: staged.id,
-        parent: snapshot.parent,
-        stats: pass.stats,
         databases: dumped.databases,
         globals: dumped.globals_report,
         helm_values: staged.helm_values,
-        duration_s: staged.t0.elapsed().as_secs_f64(),
-        phases,
-        downtime_s: None,
-        predicted_downtime_s: None,
-        precopy_rounds: None,
-        precopy: Vec::new(),
-        change_bps: None,
-        pause: None,
-        final_pass: None,
-        journal_objects: None,
+        ..BackupReport::new(
+            staged.id,
+            snapshot.parent,
+            pass.stats,
+            staged.t0.elapsed().as_secs_f64(),
+            phases,
+        )
     })
 }
 

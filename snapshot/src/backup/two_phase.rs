@@ -95,7 +95,9 @@ async fn live(
         let s = &done.stats;
         model.observe(s.objects, s.bytes_read, seconds);
         let rate = predict::change_rate(&rounds, s.bytes_read);
-        let predicted = predict::predict_after(&model, s.objects, seconds, rate);
+        // A paused pass from Pachyderm's record does not list the bucket.
+        let listed = if journal.is_some() { 0 } else { s.objects };
+        let predicted = predict::predict_after(&model, listed, seconds, rate);
         let round = Round {
             round: k,
             seconds,
