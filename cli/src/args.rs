@@ -331,6 +331,10 @@ pub enum Command {
   haul backup -c prod.toml
   haul backup -c prod.toml --dry-run     # plan, and the downtime predicted from past runs
 
+  # Millions of objects: while paused, read Pachyderm's record of the chunks written
+  # since the last pre-copy round instead of listing the bucket (downtime follows the change)
+  haul backup -c prod.toml --final-pass pachyderm
+
   # A bucket too large for one machine: every pass by 16 pods of an Indexed Job (see `haul job`)
   haul backup -c prod.toml --shards 16 --executor kubernetes --image registry.internal/haul:0.1
 
