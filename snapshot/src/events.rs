@@ -24,6 +24,9 @@ pub enum Event {
     /// `--final-pass pachyderm`: what Pachyderm's paused database says was
     /// written since the last live round, copied instead of a listing.
     Journal { objects: u64 },
+    /// The paused pass listed a large Pachyderm bucket: `--final-pass
+    /// pachyderm` would not have.
+    FinalPassHint { objects: u64, seconds: f64 },
     /// The cluster is paused; these commands resume it by hand.
     Paused {
         seconds: f64,
@@ -74,6 +77,12 @@ impl fmt::Display for Event {
                 f,
                 "final pass from Pachyderm's record: {objects} chunk object(s) written since the last \
                  pre-copy round (the bucket's chunk/ is not listed while paused)"
+            ),
+            Self::FinalPassHint { objects, seconds } => write!(
+                f,
+                "tip: the paused pass listed all {objects} objects ({seconds:.1}s of the downtime); \
+                 with --final-pass pachyderm it would read Pachyderm's record of the chunks written \
+                 since the last pre-copy round instead, and the downtime would not grow with the bucket"
             ),
             Self::NoPrecopy => f.write_str(
                 "no pre-copy (--precopy-rounds 0): the whole delta is copied while paused",

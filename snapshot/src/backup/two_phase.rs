@@ -39,7 +39,12 @@ struct Live {
     /// With `--final-pass pachyderm`: the mark taken just before the last
     /// round listed the bucket (see `haul_pg::journal`).
     mark: Option<Mark>,
+    /// Listing, though `--final-pass pachyderm` could have been used.
+    could_journal: bool,
 }
+
+/// Objects from which a listed paused pass suggests `--final-pass pachyderm`.
+const HINT_OBJECTS: u64 = 100_000;
 
 /// Checks, then pre-copies while the cluster runs.
 async fn live(
@@ -53,6 +58,14 @@ async fn live(
         events.emit(Event::AlreadyPaused);
     }
     let staged = stages::stage(req).await?;
+    let could_journal = req.final_pass == FinalPass::List
+        && req.source.is_some()
+        && req.shards.is_none()
+        && req.max_rounds > 0
+        && match stages::pachyderm_db(&staged.dbs) {
+            Some(db) => db.journal_check().await.is_ok(),
+            None => false,
+        };
     let journal = match req.final_pass {
         FinalPass::List => None,
         FinalPass::Pachyderm => {
@@ -76,6 +89,7 @@ async fn live(
             rounds,
             model,
             mark,
+            could_journal,
         });
     };
     if req.max_rounds == 0 {
@@ -134,6 +148,7 @@ async fn live(
         rounds,
         model,
         mark,
+        could_journal,
     })
 }
 
@@ -161,6 +176,7 @@ pub(crate) async fn run(
         rounds,
         model,
         mark,
+        could_journal,
     } = live;
     // What the last round predicted (without rounds: pause, commit, resume).
     let predicted = rounds
@@ -331,6 +347,17 @@ pub(crate) async fn run(
         None => FinalPass::List,
     });
     report.journal_objects = journal_objects;
+    if could_journal && report.stats.objects >= HINT_OBJECTS {
+        let seconds = report
+            .phases
+            .iter()
+            .find(|p| p.name == PhaseKind::FinalCopy)
+            .map_or(0.0, |p| p.seconds);
+        events.emit(Event::FinalPassHint {
+            objects: report.stats.objects,
+            seconds,
+        });
+    }
     report.duration_s = staged.t0.elapsed().as_secs_f64();
     stages::record_run(req.repo, &report, staged.started).await;
     Ok(report)
