@@ -64,6 +64,12 @@ impl SegmentWriter {
         None
     }
 
+    /// Whether the writer is between segments (nothing pushed since the
+    /// last one closed): where a segment written before may follow as is.
+    pub fn is_between(&self) -> bool {
+        self.current.is_none()
+    }
+
     /// The last, partial segment.
     pub fn finish(mut self) -> Option<Segment> {
         self.current.take()

@@ -20,6 +20,7 @@ use haul_manifest::{BucketRecord, ChunkId, ObjectEntry, SegmentRef, chunk, tree}
 use serde::Serialize;
 
 use crate::listing::{self, Listed, SplitHints};
+use crate::splice::{Change, splice};
 use crate::{Location, MoverError, Repository, Result, merge, spawned};
 
 /// What a bucket backup did.
@@ -168,46 +169,6 @@ pub struct Journal {
     pub keys: Vec<String>,
 }
 
-/// The work of a backup against `parent` that lists everything but
-/// `journal.dir` and, under it, reads only the journal's keys (a HEAD each,
-/// for the listing's size and ETag) and keeps every parent entry: an
-/// object the journal does not name is unchanged, and one deleted stays
-/// in the snapshot (a superset of the source, never less).
-fn journal_work<'a>(
-    repo: &'a Repository,
-    source: &Location,
-    parent: &BucketRecord,
-    journal: Journal,
-    removed: &'a std::sync::atomic::AtomicU64,
-) -> BoxStream<'a, Result<Work>> {
-    let Journal { dir, mut keys } = journal;
-    keys.sort_by(|a, b| key_order(a, b));
-    keys.dedup();
-    let outside = listing::outside(source, repo.engine.limits.lanes(), &dir);
-    let heads = {
-        let (source, dir) = (source.clone(), dir.clone());
-        stream::iter(keys)
-            .map(move |key| {
-                let (source, dir) = (source.clone(), dir.clone());
-                async move { head(repo, &source, &dir, key).await }
-            })
-            .buffered(repo.engine.limits.requests.max(1))
-    };
-    // Disjoint: the journal's keys are all under `dir`, the others never.
-    let listing = merge::join(outside, heads).map_ok(|j| match j {
-        Joined::Left(l) | Joined::Right(l) | Joined::Both(l, _) => l,
-    });
-    merge::join(listing, repo.entries(parent.segments.clone()))
-        .try_filter_map(move |j| {
-            let w = match j {
-                Joined::Right(old) if old.key.starts_with(&dir) => Some(Work::Keep(old)),
-                j => classify(j, removed),
-            };
-            futures::future::ready(Ok(w))
-        })
-        .boxed()
-}
-
 /// What a listing would say of the journal's `key`.
 async fn head(repo: &Repository, source: &Location, dir: &str, key: String) -> Result<Listed> {
     if !key.starts_with(dir) {
@@ -292,16 +253,124 @@ pub async fn backup_shard(
 }
 
 /// Backs up `source` into `repo` against `parent`, with `journal` standing
-/// for the listing of its directory (see [`Journal`]).
+/// for the listing of its directory: the keys outside it are listed and
+/// compared with the parent's; under it, only the journal's keys are read
+/// (a HEAD each, for the size and ETag a listing would give) and every
+/// other entry of the parent is kept, one deleted since included (a
+/// superset of the source, never less). The manifest is spliced (see
+/// `splice`): the time this takes follows the changes, not the bucket.
 pub async fn backup_journal(
     repo: &Repository,
     source: &Location,
     parent: &BucketRecord,
     journal: Journal,
 ) -> Result<BucketBackup> {
-    let removed = std::sync::atomic::AtomicU64::new(0);
-    let work = journal_work(repo, source, parent, journal, &removed);
-    run(repo, source, Some(parent), work, &removed).await
+    refuse_overlap(repo, source)?;
+    listing::probe(source).await?;
+    let Journal { dir, mut keys } = journal;
+    keys.sort_by(|a, b| key_order(a, b));
+    keys.dedup();
+    let progress = &repo.engine.progress;
+    progress.start("backup", keys.len() as u64, 0);
+
+    // Outside `dir`: the listing joined with the parent's entries there
+    // (from the few segments not wholly under `dir`).
+    let outside_segments: Vec<SegmentRef> = parent
+        .segments
+        .iter()
+        .filter(|s| !(s.first.starts_with(&dir) && s.last.starts_with(&dir)))
+        .cloned()
+        .collect();
+    let parent_outside = {
+        let dir = dir.clone();
+        repo.entries(outside_segments)
+            .try_filter(move |e| futures::future::ready(!e.key.starts_with(&dir)))
+    };
+    let outside = merge::join(
+        listing::outside(source, repo.engine.limits.lanes(), &dir),
+        parent_outside,
+    )
+    .try_filter_map(|j| {
+        futures::future::ready(Ok(match j {
+            Joined::Left(listed) => Some(Ok(listed)),
+            Joined::Both(listed, old) => {
+                let same =
+                    old.matches_listing(listed.size, listed.etag.as_deref(), Some(listed.modified));
+                (!same).then_some(Ok(listed))
+            }
+            Joined::Right(old) => Some(Err(old.key)),
+        }))
+    });
+    // Under `dir`: the journal's keys, as a listing would show them.
+    let named = {
+        let (source, dir) = (source.clone(), dir.clone());
+        stream::iter(keys)
+            .map(move |key| {
+                let (source, dir) = (source.clone(), dir.clone());
+                async move { head(repo, &source, &dir, key).await.map(Ok) }
+            })
+            .buffered(repo.engine.limits.requests.max(1))
+    };
+    let vanished = std::sync::atomic::AtomicU64::new(0);
+    let stats = std::sync::Mutex::new(BackupStats::default());
+    let changes: Vec<Change> = outside
+        .chain(named)
+        .map_ok(|item| async {
+            let listed = match item {
+                Ok(listed) => listed,
+                Err(gone) => return Ok(Change::Delete(gone)),
+            };
+            let key = listed.key.clone();
+            let (r, s) = (repo.clone(), source.clone());
+            match spawned(async move { read_object(&r, &s, listed).await }).await? {
+                Some((e, up)) => {
+                    let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+                    st.objects_read += 1;
+                    st.bytes_read += e.size;
+                    st.chunks_uploaded += up.chunks;
+                    st.bytes_uploaded += up.bytes;
+                    progress.add(1, e.size);
+                    Ok(Change::Put(e))
+                }
+                None => {
+                    vanished.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Change::Delete(key))
+                }
+            }
+        })
+        .try_buffered(repo.engine.limits.window)
+        .try_collect()
+        .await?;
+
+    let spliced = splice(repo, &parent.segments, changes).await?;
+    let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    stats.objects = spliced.segments.iter().map(|s| s.entries).sum();
+    stats.bytes = spliced.segments.iter().map(|s| s.bytes).sum();
+    stats.objects_new = spliced.added;
+    stats.objects_changed = spliced.replaced;
+    stats.objects_removed = spliced.removed;
+    stats.objects_vanished = vanished.into_inner();
+    stats.objects_unchanged = stats.objects - spliced.added - spliced.replaced;
+    Ok(BucketBackup {
+        record: BucketRecord {
+            url: source.url.to_string(),
+            objects: stats.objects,
+            bytes: stats.bytes,
+            segments: spliced.segments,
+        },
+        stats,
+    })
+}
+
+/// Refuses a source that holds the repository (a backup would copy itself).
+fn refuse_overlap(repo: &Repository, source: &Location) -> Result<()> {
+    if source.url.overlaps(&repo.loc.url) {
+        return Err(MoverError::Overlap {
+            repo: repo.url(),
+            source_url: source.url.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Runs the work of a backup: reads what it says to, writes the segments.
@@ -313,12 +382,7 @@ async fn run<'a>(
     removed: &std::sync::atomic::AtomicU64,
 ) -> Result<BucketBackup> {
     // Before anything is listed (the work is a lazy stream).
-    if source.url.overlaps(&repo.loc.url) {
-        return Err(MoverError::Overlap {
-            repo: repo.url(),
-            source_url: source.url.to_string(),
-        });
-    }
+    refuse_overlap(repo, source)?;
     listing::probe(source).await?;
     if let Some(p) = parent {
         repo.expect_chunks(p.objects + p.bytes / repo.config.object_chunk_size);

@@ -36,6 +36,7 @@ pub mod merge;
 pub mod multipart;
 mod repo;
 mod s3sdk;
+mod splice;
 pub mod verify;
 
 pub use engine::{Engine, Progress};

@@ -803,7 +803,7 @@ impl Repository {
             .boxed()
     }
 
-    async fn read_segment(self, s: SegmentRef) -> Result<Vec<ObjectEntry>> {
+    pub(crate) async fn read_segment(self, s: SegmentRef) -> Result<Vec<ObjectEntry>> {
         let what = format!("segment {}", s.id);
         let plain = self.read_chunk(s.id).await?;
         let entries = segment::parse(&plain, &what).map_err(|e| self.corrupt(what.clone(), e))?;
@@ -1135,6 +1135,19 @@ impl SegmentSink<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a segment written before may follow as is: the writer is
+    /// between segments, so writing its entries again would cut it alike.
+    pub(crate) fn is_between(&self) -> bool {
+        self.writer.is_between()
+    }
+
+    /// Adds a segment written before, unchanged (see [`Self::is_between`]).
+    pub(crate) fn keep(&mut self, seg: SegmentRef) {
+        debug_assert!(self.writer.is_between());
+        self.storing
+            .push_back(futures::future::ready(Ok(seg)).boxed());
     }
 
     fn store(&mut self, seg: segment::Segment) {
