@@ -666,7 +666,7 @@ class Bench:
         dbs = ("pachyderm", "dex")
         # name: (binary, databases); `after-bucket-only` shows what the
         # paused pass costs without the dumps running beside it.
-        tools = {"after": (a.haul, dbs, [])}
+        tools = {} if a.only_pachyderm_pass else {"after": (a.haul, dbs, [])}
         if not a.no_pachyderm_pass:
             tools["after-pachyderm"] = (a.haul, dbs, ["--final-pass", "pachyderm"])
         if a.haul_before:
@@ -772,7 +772,7 @@ class Bench:
         as_runs = lambda rs: [(r[0], 0.0, "", 0.0, 0.0) for r in rs]
         note = f"{n} objects, {db_bytes / 1e9:.2f} GB database, {self.args.delay_ms:g} ms per request; seconds paused"
         for other in ("before", "naive"):
-            if runs["after"] and runs.get(other):
+            if runs.get("after") and runs.get(other):
                 self.record("scale", f"cluster paused: two-phase backup vs {other}", as_runs(runs["after"]),
                             as_runs(runs[other]), 0, note=note, a="haul (after)", b=other)
 
@@ -856,6 +856,8 @@ def main():
                     help="scale: added to every S3 request by benches/latency_proxy.py (default 50)")
     ap.add_argument("--haul-before", default=None,
                     help="scale: an older haul binary to measure beside --haul (the `before` column)")
+    ap.add_argument("--only-pachyderm-pass", action="store_true",
+                    help="scale: only haul with --final-pass pachyderm (not the listing one)")
     ap.add_argument("--no-pachyderm-pass", action="store_true",
                     help="scale: leave out haul with --final-pass pachyderm (a binary before it)")
     ap.add_argument("--bucket-only", action="store_true",
@@ -887,6 +889,11 @@ def main():
         log("building haul and s3probe (release)")
         subprocess.run(["cargo", "build", "--release", "-p", "haul-cli", "-p", "haul-benches",
                         "--bin", "haul", "--bin", "s3probe"], cwd=ROOT, check=True)
+    if args.smoke:
+        # Apart from a real run's servers: `.ci/run` beside a benchmark
+        # would otherwise stop them.
+        SERVICES_ENV.update(HAUL_S3_PORT="29333", HAUL_PG_PORT="58432", HAUL_PG_CLUSTER="haulsmoke",
+                            HAUL_SERVICES_DIR="/tmp/haul-smoke-services")
     b = Bench(args)
     try:
         b.start()
