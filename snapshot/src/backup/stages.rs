@@ -185,18 +185,19 @@ pub(crate) async fn bucket_pass(
 
 /// The paused pass of `--final-pass pachyderm`: the keys outside `chunk/`
 /// listed, the chunk objects Pachyderm's record names as written since the
-/// last live round (`keys`) read, every other entry of `base` kept.
+/// last live round (`keys`) read, every other entry of `base` kept. The
+/// phase counts from `t`, when the record began to be read.
 pub(crate) async fn journal_pass(
     req: &BackupRequest<'_>,
     base: &BucketRecord,
     keys: Vec<String>,
+    t: Instant,
 ) -> Result<Pass> {
     let Some(source) = req.source else {
         return Err(SnapshotError::FinalPass {
             why: "there is no bucket to copy: give --source".into(),
         });
     };
-    let t = Instant::now();
     let journal = bucket::Journal {
         dir: haul_pg::journal::CHUNK_DIR.into(),
         keys,

@@ -221,6 +221,8 @@ pub(crate) async fn run(
         }
         // With --final-pass pachyderm: the chunk objects written since the
         // last round began listing, as the exported snapshot shows them.
+        // The final pass begins here: with a mark, by reading the record.
+        let t_final = Instant::now();
         let journal = match (mark, &base) {
             (Some(mark), Some(_)) => {
                 let db = exported.iter().find(|e| e.name() == PACHYDERM_DB);
@@ -246,7 +248,7 @@ pub(crate) async fn run(
             }
         });
         let pass = match (journal, &base) {
-            (Some(keys), Some(base)) => stages::journal_pass(req, base, keys).await?,
+            (Some(keys), Some(base)) => stages::journal_pass(req, base, keys, t_final).await?,
             _ => {
                 stages::bucket_pass(
                     req,
