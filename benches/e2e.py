@@ -889,11 +889,6 @@ def main():
         log("building haul and s3probe (release)")
         subprocess.run(["cargo", "build", "--release", "-p", "haul-cli", "-p", "haul-benches",
                         "--bin", "haul", "--bin", "s3probe"], cwd=ROOT, check=True)
-    if args.smoke:
-        # Apart from a real run's servers: `.ci/run` beside a benchmark
-        # would otherwise stop them.
-        SERVICES_ENV.update(HAUL_S3_PORT="29333", HAUL_PG_PORT="58432", HAUL_PG_CLUSTER="haulsmoke",
-                            HAUL_SERVICES_DIR="/tmp/haul-smoke-services")
     b = Bench(args)
     try:
         b.start()
