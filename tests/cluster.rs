@@ -1197,13 +1197,17 @@ async fn pachyderm_chunk(
     (key, data)
 }
 
+/// The `gen` of the chunk object `key` (`chunk/<id>.<gen as %016x>`).
+fn generation(key: &str) -> i64 {
+    i64::from_str_radix(key.rsplit('.').next().expect("gen"), 16).expect("gen")
+}
+
 /// `UPDATE … SET uploaded = true` for the chunk object `key`.
 async fn mark_uploaded(client: &tokio_postgres::Client, key: &str) {
-    let generation = i64::from_str_radix(key.rsplit('.').next().expect("gen"), 16).expect("gen");
     client
         .execute(
             "UPDATE storage.chunk_objects SET uploaded = true WHERE gen = $1",
-            &[&generation],
+            &[&generation(key)],
         )
         .await
         .expect("update");
@@ -1311,7 +1315,7 @@ async fn the_pachyderm_final_pass_copies_what_the_paused_database_names() {
     let (gone, _) = pachyderm_chunk(&pach, store, noise(700, 103), true, true).await;
     pach.execute(
         "UPDATE storage.chunk_objects SET tombstone = true WHERE gen = $1",
-        &[&i64::from_str_radix(gone.rsplit('.').next().unwrap(), 16).unwrap()],
+        &[&generation(&gone)],
     )
     .await
     .expect("tombstone");

@@ -28,6 +28,7 @@ use tokio_postgres::Client;
 
 use crate::config::PgConn;
 use crate::error::{PgError, Result};
+use crate::shape::query_err;
 
 /// The table Pachyderm records its chunk objects in.
 pub const CHUNK_TABLE: &str = "storage.chunk_objects";
@@ -46,29 +47,15 @@ pub struct Mark {
 /// 32-bit transaction ids cannot be compared.
 const MAX_SPAN: u64 = 1 << 31;
 
-fn query_error(
-    name: &str,
-    conn: &PgConn,
-    what: &str,
-) -> impl FnOnce(tokio_postgres::Error) -> PgError {
-    let (name, server, what) = (name.to_owned(), conn.server(), what.to_owned());
-    move |source| PgError::Query {
-        name,
-        server,
-        what,
-        source,
-    }
-}
-
 /// Checks that the database is Pachyderm's: it has [`CHUNK_TABLE`].
 pub async fn check(client: &Client, name: &str, conn: &PgConn) -> Result<()> {
     let found: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&CHUNK_TABLE])
         .await
-        .map_err(query_error(
+        .map_err(query_err(
             name,
             conn,
-            "looking for Pachyderm's chunk table",
+            "looking for Pachyderm's chunk table".into(),
         ))?
         .get(0);
     if found {
@@ -91,7 +78,11 @@ pub async fn mark(client: &Client, name: &str, conn: &PgConn) -> Result<Mark> {
     let text: String = client
         .query_one("SELECT txid_current_snapshot()::text", &[])
         .await
-        .map_err(query_error(name, conn, "reading the transaction snapshot"))?
+        .map_err(query_err(
+            name,
+            conn,
+            "reading the transaction snapshot".into(),
+        ))?
         .get(0);
     parse_mark(&text).ok_or_else(|| PgError::Journal {
         name: name.to_owned(),
@@ -118,7 +109,11 @@ pub async fn uploaded_since(
     let xmax: i64 = client
         .query_one("SELECT txid_snapshot_xmax(txid_current_snapshot())", &[])
         .await
-        .map_err(query_error(name, conn, "reading the transaction snapshot"))?
+        .map_err(query_err(
+            name,
+            conn,
+            "reading the transaction snapshot".into(),
+        ))?
         .get(0);
     let xmax = xmax as u64;
     let span = xmax.saturating_sub(mark.xmin);
@@ -142,10 +137,10 @@ pub async fn uploaded_since(
             &[&low, &(span as i64), &CHUNK_DIR],
         )
         .await
-        .map_err(query_error(
+        .map_err(query_err(
             name,
             conn,
-            "reading the chunk objects written since the last live round",
+            "reading the chunk objects written since the last live round".into(),
         ))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

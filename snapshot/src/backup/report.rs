@@ -31,15 +31,6 @@ pub enum FinalPass {
     Pachyderm,
 }
 
-impl FinalPass {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::List => "list",
-            Self::Pachyderm => "pachyderm",
-        }
-    }
-}
-
 impl std::str::FromStr for FinalPass {
     type Err = String;
 
